@@ -1,0 +1,92 @@
+"""Checkpoint files: atomic writes, CPU tensors, loadable with ``torch.load(..., weights_only=True)``.
+
+Layout of an nnssl pretraining checkpoint (every value is a plain Python type or a tensor)::
+
+    network_weights        full nnU-Net network state dict (CPU tensors). The reconstruction head sits
+                           where nnU-Net's segmentation head sits (``decoder.seg_layers.*``), so stock
+                           ``nnUNetv2_train -pretrained_weights`` skips it and loads everything else.
+    optimizer_state, grad_scaler_state, current_epoch, iteration_in_epoch, rng_state, logging
+                           training state for ``--continue``
+    nnssl_metadata         see ``build_metadata`` in ``nnssl.pretraining.trainer``: nnssl version,
+                           method + settings, plans, configuration, architecture, channels, spacing,
+                           normalization, encoder/stem key prefixes
+    nnssl_adaptation_plan  the same facts under the key nnU-Net's unreleased PretrainedTrainer reads
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from nnssl.errors import NnsslError
+
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
+
+
+def to_plain(obj: Any) -> Any:
+    """Converts numpy values, tuples and CUDA tensors into types ``weights_only=True`` accepts."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, Mapping):
+        return {to_plain(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def save_atomic(checkpoint: Mapping[str, Any], path: str) -> None:
+    """Writes ``checkpoint`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    A crash or kill while writing leaves the previous file at ``path`` untouched and no temporary file.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(to_plain(checkpoint), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def resolve_checkpoint_path(path_or_folder: str) -> str:
+    """Accepts an nnssl output folder or a checkpoint file and returns the checkpoint file."""
+    if os.path.isdir(path_or_folder):
+        candidate = os.path.join(path_or_folder, FINAL_CHECKPOINT)
+        if not os.path.isfile(candidate):
+            raise NnsslError(
+                f"{path_or_folder}: no {FINAL_CHECKPOINT} in this folder; pass a finished nnssl_pretrain "
+                f"output folder or the checkpoint file itself"
+            )
+        return candidate
+    if os.path.isfile(path_or_folder):
+        return path_or_folder
+    raise NnsslError(f"{path_or_folder}: no such checkpoint file or folder; check the path")
+
+
+def load_checkpoint(path_or_folder: str) -> dict:
+    """Loads an nnssl checkpoint (on the CPU, ``weights_only=True``) from a file or an output folder."""
+    path = resolve_checkpoint_path(path_or_folder)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NnsslError(f"{path}: not a readable checkpoint ({first_line}); re-run nnssl_pretrain") from e
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        raise NnsslError(f"{path}: has no 'network_weights'; it is not an nnU-Net or nnssl checkpoint")
+    return checkpoint
