@@ -1,0 +1,121 @@
+"""``nnssl_pretrain``: self-supervised pretraining of nnU-Net's network on unlabeled 3D images.
+
+Flow 1 (with an nnU-Net dataset's plans):  nnssl_pretrain -d 501 -i /data/unlabeled
+Flow 2 (standalone, nnU-Net plans itself): nnssl_pretrain -i /data/unlabeled -o /models/run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nnssl.cli.common import run_cli, setup_logging
+
+DESCRIPTION = __doc__
+
+
+def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", nargs="+", required=True, metavar="FOLDER",
+                        help="folder(s) of unlabeled 3D images, scanned recursively")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-d", "--dataset", help="flow 1: nnU-Net dataset (ID or name) whose plans to pretrain with")
+    target.add_argument("-o", "--output", help="flow 2: output folder of a standalone pretraining")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="flow 1: plans name (default nnUNetPlans)")
+    parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
+    parser.add_argument("-m", "--method", default="mae", help="SSL method (default mae)")
+    parser.add_argument("-pl", "--planner", default="ExperimentPlanner",
+                        help="flow 2: nnU-Net experiment planner, e.g. nnUNetPlannerResEncM (default ExperimentPlanner)")
+    parser.add_argument("-gpu_memory_target", type=float, default=None,
+                        help="flow 2: GPU memory target (GB) for nnU-Net's planner")
+    parser.add_argument("--features-per-stage", type=int, nargs="+", default=None,
+                        help="flow 2: keep this many stages of the planned network with these feature counts "
+                             "(small networks for CPU runs)")
+    parser.add_argument("--channel-names", nargs="+", default=None,
+                        help="flow 2: channel names for nnU-Net's normalization choice (default LSM: z-score; "
+                             "CT selects CT normalization)")
+    parser.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="spacing of TIFF images without a sidecar .json")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=1000, help="default 1000")
+    parser.add_argument("--iterations-per-epoch", type=int, default=250, help="default 250")
+    parser.add_argument("--val-iterations", type=int, default=10, help="validation batches per epoch (default 10)")
+    parser.add_argument("-b", "--batch-size", type=int, default=None, help="default: the plans' batch size")
+    parser.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="default: the plans' patch size")
+    parser.add_argument("--lr", type=float, default=1e-2, help="initial learning rate, poly decay (default 1e-2)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation (default 0.1)")
+    parser.add_argument("--save-every-iterations", type=int, default=0,
+                        help="also write checkpoint_latest every N iterations (default: once per epoch)")
+    parser.add_argument("--preview-every", type=int, default=10, help="reconstruction preview every N epochs")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("-device", "--device", choices=("cuda", "cpu", "mps"), default="cuda")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data augmentation processes (default: nnU-Net's nnUNet_n_proc_DA)")
+    parser.add_argument("-np", "--num-processes", type=int, default=1, help="preprocessing processes (default 1)")
+    parser.add_argument("--continue", dest="continue_run", action="store_true",
+                        help="resume the run in the output folder from its last checkpoint")
+    parser.add_argument("--no-pbar", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnssl_pretrain", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_flow_arguments(parser)
+    _add_training_arguments(parser)
+    # method options are few and cheap to declare; the methods themselves load after the input checks
+    parser.add_argument("--mask-ratio", type=float, default=0.75, help="mae: fraction of blocks hidden (default 0.75)")
+    parser.add_argument("--block-size", type=int, default=16,
+                        help="mae: mask block edge in voxels (default 16), shrunk so a patch holds >= 4 blocks per axis")
+    return parser
+
+
+def _request(args: argparse.Namespace):
+    from nnssl.pretraining.pipeline import PretrainRequest
+
+    settings = {
+        "method": args.method, "method_settings": {"mask_ratio": args.mask_ratio, "block_size": args.block_size},
+        "epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
+        "val_iterations": args.val_iterations, "batch_size": args.batch_size, "patch_size": args.patch_size,
+        "initial_lr": args.lr, "seed": args.seed, "save_every_iterations": args.save_every_iterations,
+        "preview_every": args.preview_every, "val_fraction": args.val_fraction,
+    }
+    return PretrainRequest(
+        inputs=args.input, dataset=args.dataset, output_folder=args.output, plans_name=args.plans,
+        configuration=args.configuration, planner=args.planner, gpu_memory_target=args.gpu_memory_target,
+        features_per_stage=args.features_per_stage, channel_names=args.channel_names, spacing=args.spacing,
+        device=args.device, compile=args.compile, num_workers=args.num_workers, num_processes=args.num_processes,
+        continue_run=args.continue_run, progress_bar=not args.no_pbar, settings=settings,
+    )
+
+
+def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.epochs < 1 or args.iterations_per_epoch < 1:
+        parser.error("--epochs and --iterations-per-epoch must be >= 1")
+    if not 0.0 < args.mask_ratio < 1.0:
+        parser.error("--mask-ratio must be between 0 and 1")
+    if args.dataset is None and args.plans != "nnUNetPlans":
+        parser.error("-p applies to flow 1 (-d); flow 2 names its plans after the planner (-pl)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _validate(args, parser)
+    setup_logging(args.verbose)
+
+    def body() -> int:
+        from nnssl.pretraining.pipeline import run
+
+        final = run(_request(args))
+        print(f"nnssl_pretrain: pretrained checkpoint: {final}")
+        return 0
+
+    return run_cli("nnssl_pretrain", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

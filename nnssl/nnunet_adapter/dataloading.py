@@ -1,0 +1,84 @@
+"""Patches of preprocessed unlabeled cases through nnU-Net's own loader and augmentation.
+
+Uses ``nnUNetDataLoader`` (random crops, no foreground oversampling: there are no labels) and
+``nnUNetTrainer.get_training_transforms`` (spatial, mirroring, intensity) without any copy of them;
+the nonzero-mask "seg" that nnU-Net stores travels along and is ignored by the SSL losses.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+
+def default_num_workers() -> int:
+    """nnU-Net's choice (``nnUNet_n_proc_DA`` if set), capped by the machine's cores."""
+    import os
+
+    return max(0, min(get_allowed_n_proc_DA(), (os.cpu_count() or 1) - 1))
+
+
+def augmentation_parameters(patch_size: Sequence[int]) -> tuple:
+    """(rotation, dummy 2D augmentation, initial patch size, mirror axes) exactly as nnU-Net derives them."""
+    # nnU-Net computes these in an instance method that only reads the patch size and logs
+    fake_trainer = types.SimpleNamespace(
+        configuration_manager=types.SimpleNamespace(patch_size=list(patch_size)),
+        print_to_log_file=lambda *args, **kwargs: None,
+    )
+    return nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(fake_trainer)
+
+
+def _loader(folder: str, identifiers: list[str], batch_size: int, patch_size, final_patch_size,
+            plans: dict, dataset_json: dict, transforms) -> nnUNetDataLoader:
+    label_manager = PlansManager(plans).get_label_manager(dataset_json)
+    dataset = nnUNetDatasetBlosc2(folder, identifiers)
+    return nnUNetDataLoader(dataset, batch_size, patch_size, final_patch_size, label_manager,
+                            oversample_foreground_percent=0.0, transforms=transforms)
+
+
+def training_batches(
+    folder: str, identifiers: list[str], batch_size: int, patch_size: Sequence[int], plans: dict,
+    dataset_json: dict, num_workers: int, pin_memory: bool = False,
+) -> Iterator[dict]:
+    """Endless augmented batches; ``batch['data']`` is (B, C, Z, Y, X) float32."""
+    rotation, dummy_2d, initial_patch_size, mirror_axes = augmentation_parameters(patch_size)
+    transforms = nnUNetTrainer.get_training_transforms(
+        list(patch_size), rotation, None, mirror_axes, dummy_2d, use_mask_for_norm=None,
+    )
+    loader = _loader(folder, identifiers, batch_size, initial_patch_size, list(patch_size), plans,
+                     dataset_json, transforms)
+    if num_workers == 0:
+        return SingleThreadedAugmenter(loader, None)
+    return NonDetMultiThreadedAugmenter(loader, None, num_workers, num_cached=max(6, num_workers // 2),
+                                        seeds=None, pin_memory=pin_memory, wait_time=0.002)
+
+
+def fixed_validation_batches(
+    folder: str, identifiers: list[str], batch_size: int, patch_size: Sequence[int], plans: dict,
+    dataset_json: dict, num_batches: int, seed: int,
+) -> list[torch.Tensor]:
+    """``num_batches`` un-augmented batches, drawn once with a fixed seed: a stable validation loss."""
+    transforms = nnUNetTrainer.get_validation_transforms(None)
+    loader = _loader(folder, identifiers, batch_size, list(patch_size), list(patch_size), plans,
+                     dataset_json, transforms)
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return [loader.generate_train_batch()["data"].float().clone() for _ in range(num_batches)]
+    finally:
+        np.random.set_state(state)
+
+
+def shutdown(batches: Iterator[dict]) -> None:
+    if isinstance(batches, NonDetMultiThreadedAugmenter):
+        batches._finish()

@@ -1,0 +1,107 @@
+"""Reads and validates one unlabeled case through nnU-Net's reader classes (chosen per file ending).
+
+Header checks (cheap, no voxel data): 3D, readable. Voxel checks: finite, not constant. A constant
+image is skipped with a warning (it teaches nothing); everything else raises ``NnsslError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import numpy as np
+
+from nnssl.errors import NnsslError
+from nnssl.pretraining.image_discovery import TIFF_ENDINGS, UnlabeledCase
+
+logger = logging.getLogger(__name__)
+
+
+class ConstantImageError(NnsslError):
+    """The case holds one value only; callers skip it."""
+
+
+def _header_shape(path: str, ending: str) -> tuple[int, ...]:
+    try:
+        if ending in TIFF_ENDINGS:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.series[0].shape)
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        return tuple(reversed(size)) if reader.GetNumberOfComponents() == 1 else (*reversed(size), -1)
+    except Exception as e:
+        raise NnsslError(f"{path}: cannot read this file ({_first_line(e)}); replace or remove it") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def check_case_header(case: UnlabeledCase) -> None:
+    """Raises for a 2D, 4D/vector or unreadable image, looking at headers only."""
+    for path in case.image_files:
+        shape = _header_shape(path, case.file_ending)
+        if -1 in shape:
+            raise NnsslError(f"{path}: vector/RGB image; store one scalar 3D image per channel (CASE_000c)")
+        if len(shape) != 3 or min(shape) < 2:
+            kind = "2D" if len([s for s in shape if s > 1]) <= 2 else f"{len(shape)}D"
+            raise NnsslError(
+                f"{path}: {kind} image of shape {list(shape)}; nnssl pretrains on 3D volumes (z, y, x)"
+            )
+
+
+def _reader_for(ending: str):
+    # nnU-Net's readers are light (numpy + SimpleITK / tifffile), no torch import
+    if ending in TIFF_ENDINGS:
+        from nnunetv2.imageio.tif_reader_writer import Tiff3DIO
+
+        return Tiff3DIO()
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    return SimpleITKIO()
+
+
+def read_case(case: UnlabeledCase) -> tuple[np.ndarray, dict]:
+    """Returns (data (C, Z, Y, X) float32, nnU-Net properties with 'spacing') of a valid case."""
+    check_case_header(case)
+    reader = _reader_for(case.file_ending)
+    try:
+        # Tiff3DIO prints its own spacing warning for plain names; nnssl resolved the spacing already
+        with contextlib.redirect_stdout(io.StringIO()):
+            data, properties = reader.read_images(case.image_files)
+    except Exception as e:
+        raise NnsslError(
+            f"{case.image_files[0]}: cannot read this case ({_first_line(e)}); replace or remove it"
+        ) from e
+    if case.tiff_spacing is not None:
+        properties["spacing"] = list(case.tiff_spacing)
+    _check_voxels(case, data)
+    return data, properties
+
+
+def _check_voxels(case: UnlabeledCase, data: np.ndarray) -> None:
+    for channel, path in enumerate(case.image_files):
+        values = data[channel]
+        if not np.isfinite(values).all():
+            raise NnsslError(f"{path}: contains NaN or Inf voxels; fix or remove this image")
+        if values.min() == values.max():
+            raise ConstantImageError(f"{path}: constant image (every voxel {values.flat[0]:g}); skipped")
+
+
+class CaseLoader:
+    """Picklable ``case_id -> (data (C, Z, Y, X) float32, properties)`` for nnU-Net-side workers."""
+
+    def __init__(self, cases: dict[str, UnlabeledCase]) -> None:
+        self.cases = cases
+
+    def __call__(self, case_id: str) -> tuple[np.ndarray, dict]:
+        return read_case(self.cases[case_id])

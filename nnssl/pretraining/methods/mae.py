@@ -1,0 +1,65 @@
+"""MAE-style masked image modeling for nnU-Net's CNNs (Wald et al., "Revisiting MAE pre-training for
+3D medical image segmentation", CVPR 2025).
+
+Random 3D blocks of the input are set to 0 (the mean of nnU-Net's z-scored intensities); the full
+U-Net reconstructs the image through a 1x1x1 reconstruction head that takes the place of the
+segmentation head; the loss is the MSE on masked voxels only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnssl.pretraining.losses import MaskedMSELoss
+from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
+from nnssl.pretraining.methods.base import SSLMethod, StepOutput
+from nnssl.pretraining.registry import register_method
+
+
+@register_method("mae")
+class MaskedAutoencoder(SSLMethod):
+    def __init__(
+        self,
+        patch_size: Sequence[int],
+        num_input_channels: int,
+        mask_ratio: float = 0.75,
+        block_size: int = 16,
+        **_: Any,
+    ) -> None:
+        super().__init__(patch_size, num_input_channels)
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"--mask-ratio must be in (0, 1), got {mask_ratio}")
+        self.mask_ratio = float(mask_ratio)
+        self.block_edge = int(block_size)
+        self.block_size = block_size_for_patch(self.patch_size, self.block_edge)
+        self.loss = MaskedMSELoss()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("mae (masked image modeling)")
+        group.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of blocks hidden (default 0.75)")
+        group.add_argument(
+            "--block-size", type=int, default=16,
+            help="mask block edge in voxels (default 16); shrunk so a patch holds >= 4 blocks per axis",
+        )
+
+    def settings(self) -> dict[str, Any]:
+        return {"mask_ratio": self.mask_ratio, "block_size": self.block_edge,
+                "block_size_per_axis": list(self.block_size)}
+
+    def mask(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, Z, Y, X) -> masked images (same shape) and the mask (B, 1, Z, Y, X), 1 = hidden."""
+        mask = random_block_mask(images.shape[0], images.shape[2:], self.block_size, self.mask_ratio,
+                                 generator=generator, device=images.device).to(images.dtype)
+        return images * (1 - mask), mask
+
+    def forward(self, network: nn.Module, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
+        masked, mask = self.mask(images, generator)
+        reconstruction = network(masked)
+        loss = self.loss(reconstruction, images, mask)
+        return StepOutput(loss, {"input": images, "masked": masked, "reconstruction": reconstruction})

@@ -1,0 +1,125 @@
+"""``nnssl_pretrain`` end to end: find and check images, plan (flow 2) or take the dataset's plans
+(flow 1), preprocess with nnU-Net, pretrain.
+
+Cheap checks (file names, headers, channel counts, output folder) run before torch or nnU-Net is
+imported; voxel checks before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+
+from nnssl.errors import NnsslError
+from nnssl.pretraining import run_folder
+from nnssl.pretraining.image_discovery import UnlabeledCase, discover_cases
+from nnssl.pretraining.image_reading import CaseLoader, ConstantImageError, check_case_header
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainRequest:
+    """What the user asked for (command-line options of ``nnssl_pretrain``)."""
+
+    inputs: list[str]
+    dataset: str | None = None  # flow 1
+    output_folder: str | None = None  # flow 2
+    plans_name: str = "nnUNetPlans"
+    configuration: str = "3d_fullres"
+    planner: str = "ExperimentPlanner"
+    gpu_memory_target: float | None = None
+    features_per_stage: list[int] | None = None
+    channel_names: list[str] | None = None
+    spacing: list[float] | None = None
+    device: str = "cuda"
+    compile: bool = False
+    num_workers: int | None = None
+    num_processes: int = 1
+    continue_run: bool = False
+    progress_bar: bool = True
+    settings: dict = field(default_factory=dict)  # PretrainSettings fields
+
+
+def _check_cases(cases: list[UnlabeledCase]) -> list[UnlabeledCase]:
+    """Headers first (cheap), then voxels; constant images are skipped with a warning."""
+    for case in cases:
+        check_case_header(case)
+    usable = []
+    loader = CaseLoader({c.identifier: c for c in cases})
+    for case in cases:
+        try:
+            loader(case.identifier)
+            usable.append(case)
+        except ConstantImageError as e:
+            logger.warning("%s", e)
+    if not usable:
+        raise NnsslError(f"{cases[0].image_files[0]}: every image is constant; nothing to pretrain on")
+    return usable
+
+
+def _flow1_locations(request: PretrainRequest) -> tuple[str, str]:
+    """(preprocessed dataset folder, run folder) of flow 1."""
+    for var in ("nnUNet_preprocessed", "nnUNet_results"):
+        if not os.environ.get(var):
+            raise NnsslError(f"{var} is not set; export it as for nnU-Net (nnU-Net's setting_up_paths)")
+    dataset_folder = run_folder.find_dataset_folder(os.environ["nnUNet_preprocessed"], request.dataset)
+    if dataset_folder is None:
+        raise NnsslError(f"-d {request.dataset}: dataset not planned; run nnUNetv2_plan_and_preprocess -d "
+                         f"{request.dataset} first")
+    plans_file = os.path.join(dataset_folder, request.plans_name + ".json")
+    if not os.path.isfile(plans_file):
+        raise NnsslError(f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {request.dataset} "
+                         f"or pass the plans name with -p")
+    method = request.settings.get("method", "mae")
+    out = run_folder.flow1_run_folder(os.environ["nnUNet_results"], os.path.basename(dataset_folder), method,
+                                      request.plans_name, request.configuration)
+    return dataset_folder, out
+
+
+def _expected_channels(dataset_folder: str) -> int:
+    with open(os.path.join(dataset_folder, "dataset.json")) as f:
+        return len(json.load(f)["channel_names"])
+
+
+def prepare(request: PretrainRequest) -> tuple[str, list[UnlabeledCase], str | None]:
+    """Cheap checks; returns (run folder, usable cases, flow-1 dataset folder or None)."""
+    dataset_folder = None
+    if request.dataset is not None:
+        dataset_folder, out = _flow1_locations(request)
+        expected = _expected_channels(dataset_folder)
+    else:
+        out, expected = os.path.abspath(request.output_folder), None
+    if request.continue_run:
+        run_folder.read_run_file(out)
+    else:
+        run_folder.check_fresh_output(out)
+    cases = discover_cases(request.inputs, request.spacing, expected)
+    return out, _check_cases(cases), dataset_folder
+
+
+def run(request: PretrainRequest) -> str:
+    """Runs ``nnssl_pretrain``; returns the final checkpoint's path."""
+    out, cases, dataset_folder = prepare(request)
+    final = os.path.join(out, "checkpoint_final.pth")
+    if request.continue_run and os.path.isfile(final):
+        logger.info("%s: this run is already finished", final)
+        return final
+    if request.continue_run:
+        request.settings = run_folder.read_run_file(out)["settings"]
+    created = not os.path.isdir(out)
+    try:
+        from nnssl.pretraining.pipeline_steps import plan_and_preprocess
+
+        data = plan_and_preprocess(request, cases, out, dataset_folder)
+    except BaseException:
+        if created and not request.continue_run:
+            shutil.rmtree(out, ignore_errors=True)  # nothing half-written
+        raise
+    from nnssl.pretraining.pipeline_steps import pretrain
+
+    run_folder.write_run_file(out, {"request": asdict(request), "settings": request.settings})
+    return pretrain(request, data, out)

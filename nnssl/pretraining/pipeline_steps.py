@@ -1,0 +1,124 @@
+"""The heavy half of ``nnssl_pretrain`` (imports torch and nnU-Net): planning, preprocessing, training."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+
+from nnssl.errors import NnsslError
+from nnssl.nnunet_adapter import dataloading, fingerprint, planning, preprocess
+from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
+from nnssl.pretraining import checkpoint as ckpt
+from nnssl.pretraining.image_discovery import UnlabeledCase
+from nnssl.pretraining.image_reading import CaseLoader
+from nnssl.pretraining.pipeline import PretrainRequest
+from nnssl.pretraining.registry import get_method
+from nnssl.pretraining.reporting import add_file_log
+from nnssl.pretraining.trainer import PretrainData, Pretrainer, PretrainSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _total_stride(plans: dict, configuration: str) -> list[int]:
+    strides = get_configuration(plans, configuration).network_arch_init_kwargs["strides"]
+    total = [1, 1, 1]
+    for stride in strides:
+        stride = [stride] * 3 if isinstance(stride, int) else stride
+        total = [t * s for t, s in zip(total, stride)]
+    return total
+
+
+def _check_patch_size(plans: dict, configuration: str, patch_size: list[int] | None) -> None:
+    if patch_size is None:
+        return
+    stride = _total_stride(plans, configuration)
+    if len(patch_size) != 3 or any(p % s or p < s for p, s in zip(patch_size, stride)):
+        raise NnsslError(f"--patch-size {patch_size}: must be 3 values, each a multiple of the network's "
+                         f"total stride {stride}")
+
+
+def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: str) -> tuple[dict, dict, str]:
+    """Flow 2: fingerprint + nnU-Net planner in the private workspace; returns (plans, dataset_json, data root)."""
+    workspace = planning.PlanningWorkspace(out)
+    n_channels = len(cases[0].image_files)
+    names = request.channel_names or ["LSM"] * n_channels
+    if len(names) != n_channels:
+        raise NnsslError(f"--channel-names: {len(names)} given but the images have {n_channels} channel(s)")
+    case_files = {c.identifier: c.image_files for c in cases}
+    dataset_json = workspace.write_dataset_json(case_files, names, cases[0].file_ending)
+    loader = CaseLoader({c.identifier: c for c in cases})
+    logger.info("extracting nnU-Net's dataset fingerprint of %d unlabeled cases", len(cases))
+    fingerprint.extract_fingerprint(sorted(case_files), loader, n_channels, workspace.fingerprint_file)
+    logger.info("planning with nnU-Net's %s", request.planner)
+    plans = planning.plan_workspace(workspace, request.planner, request.gpu_memory_target)
+    config = request.configuration
+    get_configuration(plans, config, f"plans of {request.planner}")
+    if request.features_per_stage:
+        resolved = get_configuration(plans, config)
+        plans["configurations"][config] = make_small_configuration(
+            resolved.configuration,
+            tuple(request.features_per_stage),
+            tuple(request.settings.get("patch_size") or resolved.patch_size),
+            int(request.settings.get("batch_size") or resolved.batch_size),
+        )
+        save_json(plans, os.path.join(workspace.preprocessed_dataset, plans["plans_name"] + ".json"), sort_keys=False)
+    return plans, dataset_json, workspace.preprocessed_dataset
+
+
+def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], out: str,
+                        dataset_folder: str | None) -> PretrainData:
+    """Plans (flow 2) or loads the dataset's plans (flow 1), then preprocesses into nnssl's own folder."""
+    get_method(request.settings.get("method", "mae"))
+    if dataset_folder is not None:
+        if request.features_per_stage:
+            raise NnsslError("--features-per-stage: flow 1 pretrains the network of the dataset's plans; add a "
+                             "configuration to the plans instead")
+        plans = load_json(os.path.join(dataset_folder, request.plans_name + ".json"))
+        dataset_json = load_json(os.path.join(dataset_folder, "dataset.json"))
+        data_root = dataset_folder
+        get_configuration(plans, request.configuration, os.path.join(dataset_folder, request.plans_name + ".json"))
+    else:
+        os.makedirs(out, exist_ok=True)
+        plans, dataset_json, data_root = _plan_standalone(request, cases, out)
+    _check_patch_size(plans, request.configuration, request.settings.get("patch_size"))
+    cm = get_configuration(plans, request.configuration)
+    data_folder = os.path.join(data_root, f"nnssl_{cm.data_identifier}")
+    logger.info("preprocessing %d unlabeled cases with nnU-Net's %s into %s", len(cases), cm.preprocessor_name,
+                data_folder)
+    identifiers = preprocess.preprocess_cases(
+        {c.identifier: c.image_files for c in cases}, CaseLoader({c.identifier: c for c in cases}), plans,
+        request.configuration, dataset_json, data_folder, request.num_processes,
+    )
+    return PretrainData(plans, request.configuration, dataset_json, data_folder, identifiers)
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NnsslError("-device cuda: no CUDA device available; use -device cpu (slow) or a GPU machine")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise NnsslError("-device mps: MPS is not available on this machine; use -device cpu")
+    return torch.device(name)
+
+
+def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
+    """Writes plans/dataset.json next to the run and trains (resuming from checkpoint_latest if asked)."""
+    os.makedirs(out, exist_ok=True)
+    handler = add_file_log(out)
+    try:
+        save_json(data.plans, os.path.join(out, "plans.json"), sort_keys=False)
+        save_json(data.dataset_json, os.path.join(out, "dataset.json"), sort_keys=False)
+        device = _device(request.device)
+        workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
+        trainer = Pretrainer(data, PretrainSettings(**request.settings), out, device, request.compile, workers,
+                             request.progress_bar)
+        latest = os.path.join(out, ckpt.LATEST_CHECKPOINT)
+        resume = latest if request.continue_run and os.path.isfile(latest) else None
+        if request.continue_run and resume is None:
+            logger.warning("%s: no checkpoint yet, starting this run from the beginning", out)
+        return trainer.run(resume_from=resume)
+    finally:
+        logging.getLogger("nnssl").removeHandler(handler)
+        handler.close()

@@ -1,0 +1,53 @@
+"""The output folder of a run: where it is, whether it holds another run, what ``--continue`` resumes."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from nnssl.errors import NnsslError
+from nnssl.pretraining.checkpoint import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+
+RUN_FILE = "nnssl_run.json"
+
+
+def find_dataset_folder(root: str, dataset: str) -> str | None:
+    """``501`` or ``Dataset501_Name`` -> the matching ``DatasetXXX_*`` folder under ``root`` (no nnU-Net import)."""
+    if dataset.startswith("Dataset"):
+        path = os.path.join(root, dataset)
+        return path if os.path.isdir(path) else None
+    if not dataset.isdigit():
+        return None
+    matches = sorted(glob.glob(os.path.join(root, f"Dataset{int(dataset):03d}_*")))
+    return matches[0] if matches else None
+
+
+def flow1_run_folder(results_root: str, dataset_name: str, method: str, plans_name: str, configuration: str) -> str:
+    return os.path.join(results_root, dataset_name, f"nnsslPretrain_{method}__{plans_name}__{configuration}")
+
+
+def holds_run(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, f)) for f in (RUN_FILE, FINAL_CHECKPOINT, LATEST_CHECKPOINT))
+
+
+def check_fresh_output(folder: str) -> None:
+    if holds_run(folder):
+        raise NnsslError(
+            f"{folder}: holds another pretraining run; resume it with --continue or choose another output folder"
+        )
+
+
+def read_run_file(folder: str) -> dict:
+    path = os.path.join(folder, RUN_FILE)
+    if not os.path.isfile(path):
+        raise NnsslError(f"{folder}: no pretraining run to continue ({RUN_FILE} missing); start one without --continue")
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_run_file(folder: str, run: dict) -> None:
+    tmp = os.path.join(folder, RUN_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(run, f, indent=2)
+    os.replace(tmp, os.path.join(folder, RUN_FILE))

@@ -1,0 +1,265 @@
+"""The pretraining loop: epochs x iterations, poly LR, AMP on CUDA, gradient clipping, validation,
+atomic checkpoints and ``--continue``.
+
+Network, data and augmentation come from nnU-Net through ``nnssl.nnunet_adapter``; the SSL objective
+from a registered method (``nnssl.pretraining.registry``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import nnssl
+from nnssl.nnunet_adapter import dataloading
+from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
+from nnssl.pretraining import checkpoint as ckpt
+from nnssl.pretraining.methods.base import SSLMethod
+from nnssl.pretraining.registry import get_method
+from nnssl.pretraining.reporting import plot_progress, save_preview
+from nnssl.pretraining.state import capture_rng_state, restore_rng_state, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainSettings:
+    """Everything that defines a run (stored in ``nnssl_run.json`` and reused by ``--continue``)."""
+
+    method: str = "mae"
+    method_settings: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 10
+    batch_size: int | None = None  # None: the plans' batch size
+    patch_size: list[int] | None = None  # None: the plans' patch size
+    initial_lr: float = 1e-2
+    weight_decay: float = 3e-5
+    grad_clip: float = 12.0
+    seed: int = 12345
+    save_every_iterations: int = 0  # 0: checkpoint_latest at the end of every epoch only
+    preview_every: int = 10
+    val_fraction: float = 0.1
+
+
+@dataclass
+class PretrainData:
+    """The plans a run pretrains with and the preprocessed unlabeled cases."""
+
+    plans: dict
+    configuration: str
+    dataset_json: dict
+    data_folder: str
+    identifiers: list[str]
+
+
+def split_cases(identifiers: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic hold-out split; with a single case, validation reuses it (and says so)."""
+    ids = sorted(identifiers)
+    if len(ids) < 2 or val_fraction <= 0:
+        if len(ids) < 2:
+            logger.warning("only one unlabeled case: the validation loss uses the training case")
+        return ids, ids
+    random.Random(seed).shuffle(ids)
+    n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
+    return sorted(ids[n_val:]), sorted(ids[:n_val])
+
+
+def poly_lr(initial_lr: float, epoch: int, max_epochs: int, exponent: float = 0.9) -> float:
+    """nnU-Net's polynomial decay."""
+    return initial_lr * (1 - epoch / max_epochs) ** exponent
+
+
+class Pretrainer:
+    """One pretraining run writing into ``output_folder``."""
+
+    def __init__(self, data: PretrainData, settings: PretrainSettings, output_folder: str,
+                 device: torch.device, compile_network: bool = False, num_workers: int = 0,
+                 progress_bar: bool = True) -> None:
+        self.data, self.settings, self.output_folder = data, settings, output_folder
+        self.device, self.num_workers, self.progress_bar = device, num_workers, progress_bar
+        cm = get_configuration(data.plans, data.configuration)
+        self.patch_size = list(settings.patch_size or cm.patch_size)
+        self.batch_size = int(settings.batch_size or cm.batch_size)
+        self.num_channels = len(data.dataset_json["channel_names"])
+        method_class = get_method(settings.method)
+        self.method: SSLMethod = method_class(self.patch_size, self.num_channels, **settings.method_settings)
+        self.network = build_network(data.plans, data.configuration, self.num_channels,
+                                     method_class.num_output_channels(self.num_channels)).to(device)
+        self.optimizer = torch.optim.SGD(self.network.parameters(), settings.initial_lr, momentum=0.99,
+                                         nesterov=True, weight_decay=settings.weight_decay)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+        self.model = torch.compile(self.network) if compile_network and device.type == "cuda" else self.network
+        self.mask_generator = torch.Generator().manual_seed(settings.seed)
+        self.epoch, self.iteration_in_epoch = 0, 0
+        self.history: dict[str, list] = {"train_losses": [], "val_losses": [], "lrs": [], "epoch_times": []}
+        self.partial_epoch_losses: list[float] = []
+
+    # ----------------------------------------------------------------------------------------- state
+    def metadata(self) -> dict:
+        plans, cm = self.data.plans, get_configuration(self.data.plans, self.data.configuration)
+        architecture = {
+            "network_class_name": cm.network_arch_class_name,
+            "arch_kwargs": cm.network_arch_init_kwargs,
+            "_kw_requires_import": list(cm.network_arch_init_kwargs_req_import),
+        }
+        return {
+            "nnssl_version": nnssl.__version__, "method": self.settings.method,
+            "method_settings": self.method.settings(), "plans": plans, "plans_name": plans["plans_name"],
+            "configuration": self.data.configuration, "dataset_name": plans["dataset_name"],
+            "dataset_json": self.data.dataset_json, "architecture": architecture,
+            "num_input_channels": self.num_channels, "patch_size": self.patch_size,
+            "spacing": list(cm.spacing), "transpose_forward": plans["transpose_forward"],
+            "transpose_backward": plans["transpose_backward"], "normalization_schemes": cm.normalization_schemes,
+            "use_mask_for_norm": cm.use_mask_for_norm,
+            "foreground_intensity_properties_per_channel": plans["foreground_intensity_properties_per_channel"],
+            **encoder_key_prefixes(self.network),
+        }
+
+    def checkpoint(self) -> dict:
+        meta = self.metadata()
+        return {
+            "network_weights": unwrap_network(self.model).state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "current_epoch": self.epoch, "iteration_in_epoch": self.iteration_in_epoch,
+            "partial_epoch_losses": list(self.partial_epoch_losses),
+            "rng_state": capture_rng_state(self.mask_generator),
+            "logging": self.history, "settings": asdict(self.settings),
+            "nnssl_metadata": meta,
+            "nnssl_adaptation_plan": {
+                "architecture_plans": meta["architecture"], "pretrain_plan": meta["plans"],
+                "pretrain_num_input_channels": meta["num_input_channels"],
+                "recommended_downstream_patchsize": meta["patch_size"],
+                "key_to_encoder": meta["key_to_encoder"], "key_to_stem": meta["key_to_stem"],
+                "keys_to_in_proj": meta["keys_to_in_proj"],
+            },
+        }
+
+    def save(self, name: str) -> None:
+        ckpt.save_atomic(self.checkpoint(), os.path.join(self.output_folder, name))
+
+    def restore(self, path: str) -> None:
+        state = ckpt.load_checkpoint(path)
+        self.network.load_state_dict(state["network_weights"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        if self.grad_scaler is not None and state.get("grad_scaler_state"):
+            self.grad_scaler.load_state_dict(state["grad_scaler_state"])
+        self.epoch, self.iteration_in_epoch = state["current_epoch"], state["iteration_in_epoch"]
+        self.partial_epoch_losses = list(state.get("partial_epoch_losses", []))
+        self.history = state["logging"]
+        restore_rng_state(state["rng_state"], self.mask_generator)
+        logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration_in_epoch)
+
+    # -------------------------------------------------------------------------------------- training
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def train_step(self, images: torch.Tensor) -> float:
+        """One optimizer step on a batch (B, C, Z, Y, X); returns the loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.method.forward(self.model, images, self.mask_generator).loss
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validate(self, batches: list[torch.Tensor]) -> tuple[float, dict]:
+        """Mean masked loss on the fixed validation batches, with fixed masks (comparable across epochs)."""
+        self.model.eval()
+        generator = torch.Generator().manual_seed(self.settings.seed + 1)
+        losses, preview = [], {}
+        for images in batches:
+            with self._autocast():
+                out = self.method.forward(self.model, images.to(self.device), generator)
+            losses.append(float(out.loss))
+            preview = preview or out.preview
+        self.model.train()
+        return float(np.mean(losses)) if losses else float("nan"), preview
+
+    def _set_lr(self) -> float:
+        lr = poly_lr(self.settings.initial_lr, self.epoch, self.settings.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _run_epoch(self, batches, progress) -> None:
+        s = self.settings
+        while self.iteration_in_epoch < s.iterations_per_epoch:
+            images = next(batches)["data"].to(self.device, non_blocking=True)
+            self.partial_epoch_losses.append(self.train_step(images))
+            self.iteration_in_epoch += 1
+            progress.update(1)
+            progress.set_postfix(epoch=self.epoch, loss=f"{self.partial_epoch_losses[-1]:.4f}")
+            if s.save_every_iterations and self.iteration_in_epoch % s.save_every_iterations == 0 \
+                    and self.iteration_in_epoch < s.iterations_per_epoch:
+                self.save(ckpt.LATEST_CHECKPOINT)
+
+    def _end_epoch(self, lr: float, started: float, val_batches: list[torch.Tensor]) -> None:
+        s = self.settings
+        val_loss, preview = self.validate(val_batches)
+        self.history["train_losses"].append(float(np.mean(self.partial_epoch_losses)))
+        self.history["val_losses"].append(val_loss)
+        self.history["lrs"].append(lr)
+        self.history["epoch_times"].append(time.time() - started)
+        logger.info("epoch %d: train loss %.4f, val loss %.4f, lr %.5f, %.1f s", self.epoch,
+                    self.history["train_losses"][-1], val_loss, lr, self.history["epoch_times"][-1])
+        self.epoch, self.iteration_in_epoch, self.partial_epoch_losses = self.epoch + 1, 0, []
+        plot_progress(self.history, os.path.join(self.output_folder, "progress.png"))
+        if preview and (self.epoch % s.preview_every == 0 or self.epoch == s.epochs):
+            os.makedirs(os.path.join(self.output_folder, "previews"), exist_ok=True)
+            save_preview(preview, os.path.join(self.output_folder, "previews", f"epoch_{self.epoch:04d}.png"),
+                         f"{s.method}, epoch {self.epoch}, validation")
+        self.save(ckpt.LATEST_CHECKPOINT)
+
+    def run(self, resume_from: str | None = None) -> str:
+        """Trains to the last epoch; returns the path of ``checkpoint_final.pth``."""
+        s, d = self.settings, self.data
+        seed_everything(s.seed)
+        if resume_from:
+            self.restore(resume_from)
+        train_ids, val_ids = split_cases(d.identifiers, s.val_fraction, s.seed)
+        logger.info("pretraining %s on %d cases (%d held out), patch %s, batch %d, device %s", s.method,
+                    len(train_ids), len(val_ids) if val_ids != train_ids else 0, self.patch_size,
+                    self.batch_size, self.device)
+        val_batches = dataloading.fixed_validation_batches(d.data_folder, val_ids, self.batch_size, self.patch_size,
+                                                           d.plans, d.dataset_json, s.val_iterations, s.seed)
+        batches = dataloading.training_batches(d.data_folder, train_ids, self.batch_size, self.patch_size, d.plans,
+                                               d.dataset_json, self.num_workers, self.device.type == "cuda")
+        total = s.epochs * s.iterations_per_epoch
+        done = self.epoch * s.iterations_per_epoch + self.iteration_in_epoch
+        try:
+            with tqdm(total=total, initial=done, disable=not self.progress_bar, unit="it",
+                      desc=f"nnssl {s.method}", dynamic_ncols=True) as progress:
+                while self.epoch < s.epochs:
+                    started, lr = time.time(), self._set_lr()
+                    self._run_epoch(batches, progress)
+                    self._end_epoch(lr, started, val_batches)
+        finally:
+            dataloading.shutdown(batches)
+        final = os.path.join(self.output_folder, ckpt.FINAL_CHECKPOINT)
+        self.save(ckpt.FINAL_CHECKPOINT)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.output_folder, ckpt.LATEST_CHECKPOINT))
+        logger.info("done: %s", final)
+        return final
