@@ -72,6 +72,19 @@ class PlanningWorkspace:
         return nnunet_paths(self.raw, self.preprocessed)
 
 
+@contextlib.contextmanager
+def _planner_safe_worker_count() -> Iterator[None]:
+    """nnU-Net's planner calls ``torch.set_num_threads(nnUNet_n_proc_DA)``, which fails for 0."""
+    saved = os.environ.get("nnUNet_n_proc_DA")
+    if saved is not None and int(saved) < 1:
+        os.environ["nnUNet_n_proc_DA"] = "1"
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["nnUNet_n_proc_DA"] = saved
+
+
 def find_planner_class(name: str) -> type:
     planner = recursive_find_python_class(
         os.path.join(nnunetv2.__path__[0], "experiment_planning"), name, "nnunetv2.experiment_planning"
@@ -86,7 +99,7 @@ def find_planner_class(name: str) -> type:
 def plan_workspace(workspace: PlanningWorkspace, planner_name: str, gpu_memory_target: float | None) -> dict:
     """Runs nnU-Net's planner in the workspace and returns the plans it saved."""
     planner_class = find_planner_class(planner_name)
-    with workspace.paths():
+    with workspace.paths(), _planner_safe_worker_count():
         _, plans_name = plan_experiment_dataset(
             WORKSPACE_DATASET_ID, planner_class, gpu_memory_target_in_gb=gpu_memory_target
         )

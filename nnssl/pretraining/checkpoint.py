@@ -64,6 +64,14 @@ def save_atomic(checkpoint: Mapping[str, Any], path: str) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str) -> None:
+    """Removes temporary files a killed writer left behind (a SIGKILL cannot clean up after itself)."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp_checkpoint_"):
+                os.remove(os.path.join(folder, name))
+
+
 def resolve_checkpoint_path(path_or_folder: str) -> str:
     """Accepts an nnssl output folder or a checkpoint file and returns the checkpoint file."""
     if os.path.isdir(path_or_folder):

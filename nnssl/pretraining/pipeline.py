@@ -74,6 +74,11 @@ def _flow1_locations(request: PretrainRequest) -> tuple[str, str]:
     if not os.path.isfile(plans_file):
         raise NnsslError(f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {request.dataset} "
                          f"or pass the plans name with -p")
+    with open(plans_file) as f:
+        configurations = json.load(f)["configurations"]
+    if request.configuration not in configurations:
+        raise NnsslError(f"{plans_file}: configuration '{request.configuration}' not found; available: "
+                         f"{', '.join(configurations)}")
     method = request.settings.get("method", "mae")
     out = run_folder.flow1_run_folder(os.environ["nnUNet_results"], os.path.basename(dataset_folder), method,
                                       request.plans_name, request.configuration)

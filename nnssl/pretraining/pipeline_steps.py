@@ -80,6 +80,10 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
         dataset_json = load_json(os.path.join(dataset_folder, "dataset.json"))
         data_root = dataset_folder
         get_configuration(plans, request.configuration, os.path.join(dataset_folder, request.plans_name + ".json"))
+    elif request.continue_run and os.path.isfile(os.path.join(out, "plans.json")):
+        # a resumed standalone run keeps the plans it started with
+        plans, dataset_json = load_json(os.path.join(out, "plans.json")), load_json(os.path.join(out, "dataset.json"))
+        data_root = planning.PlanningWorkspace(out).preprocessed_dataset
     else:
         os.makedirs(out, exist_ok=True)
         plans, dataset_json, data_root = _plan_standalone(request, cases, out)
@@ -114,6 +118,7 @@ def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
         workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
         trainer = Pretrainer(data, PretrainSettings(**request.settings), out, device, request.compile, workers,
                              request.progress_bar)
+        ckpt.remove_stale_temporaries(out)
         latest = os.path.join(out, ckpt.LATEST_CHECKPOINT)
         resume = latest if request.continue_run and os.path.isfile(latest) else None
         if request.continue_run and resume is None:

@@ -47,6 +47,7 @@ def read_run_file(folder: str) -> dict:
 
 
 def write_run_file(folder: str, run: dict) -> None:
+    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, RUN_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(run, f, indent=2)

@@ -1,0 +1,129 @@
+"""Every bad input of nnssl_pretrain and nnSSLTrainer: one clear line, exit code != 0, no traceback,
+nothing written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.conftest import DATASET_ID, SHORT_SSL_TRAINER
+
+pytestmark = pytest.mark.cli
+
+
+def write_nifti(path, array, spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing[: array.ndim])
+    sitk.WriteImage(image, str(path))
+
+
+def good_volume(seed=0):
+    return np.random.default_rng(seed).poisson(100, (16, 32, 32)).astype(np.uint16)
+
+
+def assert_one_line_error(result, expected: str, tool: str = "nnssl_pretrain"):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    if tool:
+        assert last.startswith(f"{tool}: error: "), last
+    assert expected in last, last
+
+
+def pretrain(nnunet, folder, *args):
+    out = nnunet.root / "bad_input_run"
+    result = nnunet.run("nnssl_pretrain", "-i", str(folder), *(args or ("-o", str(out))), "-device", "cpu",
+                        "--epochs", "1", "--iterations-per-epoch", "1", check=False, timeout=120)
+    assert not out.exists() or args, "a failed run must not leave an output folder"
+    return result
+
+
+@pytest.fixture
+def folder(tmp_path):
+    path = tmp_path / "images"
+    path.mkdir()
+    return path
+
+
+def test_empty_folder(nnunet, folder):
+    (folder / "notes.txt").write_text("no images here")
+    assert_one_line_error(pretrain(nnunet, folder), "no supported image found")
+
+
+def test_2d_image(nnunet, folder):
+    write_nifti(folder / "slice_0000.nii.gz", good_volume()[0])
+    assert_one_line_error(pretrain(nnunet, folder), "2D image")
+
+
+def test_differing_channel_counts(nnunet, folder):
+    write_nifti(folder / "a_0000.nii.gz", good_volume(0))
+    write_nifti(folder / "a_0001.nii.gz", good_volume(1))
+    write_nifti(folder / "b_0000.nii.gz", good_volume(2))
+    assert_one_line_error(pretrain(nnunet, folder), "differing channel counts")
+
+
+def test_corrupt_file(nnunet, folder):
+    write_nifti(folder / "good_0000.nii.gz", good_volume())
+    (folder / "broken_0000.nii.gz").write_bytes(b"\x1f\x8b this is not a NIfTI file")
+    result = pretrain(nnunet, folder)
+    assert_one_line_error(result, "broken_0000.nii.gz")
+    assert "cannot read" in result.stderr
+
+
+def test_nan_voxels(nnunet, folder):
+    volume = good_volume().astype(np.float32)
+    volume[3, 4, 5] = np.nan
+    write_nifti(folder / "nan_0000.nii.gz", volume)
+    assert_one_line_error(pretrain(nnunet, folder), "NaN or Inf")
+
+
+def test_only_constant_images(nnunet, folder):
+    write_nifti(folder / "flat_0000.nii.gz", np.full((16, 32, 32), 7, np.uint16))
+    result = pretrain(nnunet, folder)
+    assert "constant image" in result.stderr
+    assert_one_line_error(result, "every image is constant")
+
+
+def test_dataset_not_planned(nnunet, folder):
+    write_nifti(folder / "a_0000.nii.gz", good_volume())
+    assert_one_line_error(pretrain(nnunet, folder, "-d", "777"), "dataset not planned")
+
+
+def test_configuration_not_in_plans(nnunet, folder):
+    write_nifti(folder / "a_0000.nii.gz", good_volume())
+    assert_one_line_error(pretrain(nnunet, folder, "-d", str(DATASET_ID), "-c", "3d_nope"),
+                          "configuration '3d_nope' not found")
+
+
+def test_channel_count_differs_from_dataset(nnunet, folder):
+    write_nifti(folder / "a_0000.nii.gz", good_volume(0))
+    write_nifti(folder / "a_0001.nii.gz", good_volume(1))
+    assert_one_line_error(pretrain(nnunet, folder, "-d", str(DATASET_ID)), "the dataset has 1")
+
+
+def test_output_folder_holding_another_run(nnunet, flow2_run, unlabeled_folder):
+    before = (flow2_run / "checkpoint_final.pth").stat().st_mtime
+    result = nnunet.run("nnssl_pretrain", "-i", str(unlabeled_folder), "-o", str(flow2_run), check=False)
+    assert_one_line_error(result, "holds another pretraining run")
+    assert (flow2_run / "checkpoint_final.pth").stat().st_mtime == before
+
+
+def test_trainer_rejects_incompatible_checkpoint(nnunet, flow2_run):
+    """The standalone run's 3-stage network does not fit the dataset's 3d_fullres network."""
+    result = nnunet.run("nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", SHORT_SSL_TRAINER, "-device",
+                        "cpu", check=False, nnssl_pretrained_weights=str(flow2_run))
+    assert_one_line_error(result, "incompatible", tool="")
+
+
+def test_trainer_refuses_stock_pretrained_weights_too(nnunet, flow1_run):
+    result = nnunet.run("nnUNetv2_train", str(DATASET_ID), "3d_tiny", "2", "-tr", SHORT_SSL_TRAINER, "-device",
+                        "cpu", "-pretrained_weights", str(flow1_run / "checkpoint_final.pth"), check=False)
+    assert_one_line_error(result, "-pretrained_weights", tool="")
+
+
+def test_trainer_without_pretrained_checkpoint(nnunet):
+    """No nnsslPretrain_* folder for 3d_fullres: stop, never train from scratch silently."""
+    result = nnunet.run("nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", SHORT_SSL_TRAINER, "-device",
+                        "cpu", check=False)
+    assert_one_line_error(result, "nnssl_pretrain", tool="")
