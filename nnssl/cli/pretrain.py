@@ -24,7 +24,8 @@ def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
     parser.add_argument("-m", "--method", default="mae", help="SSL method (default mae)")
     parser.add_argument("-pl", "--planner", default="ExperimentPlanner",
-                        help="flow 2: nnU-Net experiment planner, e.g. nnUNetPlannerResEncM (default ExperimentPlanner)")
+                        help="flow 2: nnU-Net experiment planner, e.g. nnUNetPlannerResEncM "
+                             "(default ExperimentPlanner)")
     parser.add_argument("-gpu_memory_target", type=float, default=None,
                         help="flow 2: GPU memory target (GB) for nnU-Net's planner")
     parser.add_argument("--features-per-stage", type=int, nargs="+", default=None,
@@ -45,7 +46,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="default: the plans' patch size")
     parser.add_argument("--lr", type=float, default=1e-2, help="initial learning rate, poly decay (default 1e-2)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation (default 0.1)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="fraction of cases held out for validation (default 0.1)")
     parser.add_argument("--save-every-iterations", type=int, default=0,
                         help="also write checkpoint_latest every N iterations (default: once per epoch)")
     parser.add_argument("--preview-every", type=int, default=10, help="reconstruction preview every N epochs")
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     # method options are few and cheap to declare; the methods themselves load after the input checks
     parser.add_argument("--mask-ratio", type=float, default=0.75, help="mae: fraction of blocks hidden (default 0.75)")
     parser.add_argument("--block-size", type=int, default=16,
-                        help="mae: mask block edge in voxels (default 16), shrunk so a patch holds >= 4 blocks per axis")
+                        help="mae: mask block edge in voxels (default 16), shrunk so a patch holds >= 4 blocks "
+                             "per axis")
     return parser
 
 

@@ -8,9 +8,9 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 LOG_FILE = "training_log.txt"
 

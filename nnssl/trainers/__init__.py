@@ -1,0 +1,25 @@
+"""nnU-Net trainers that fine-tune from nnssl's pretrained weights (``-tr nnSSLTrainer``)."""
+
+from nnssl.trainers.nnssl_trainer import nnSSLTrainer
+from nnssl.trainers.variants import (
+    nnSSLTrainer_2epochs_5iters,
+    nnSSLTrainer_10epochs_25iters,
+    nnSSLTrainer_100epochs,
+    nnSSLTrainer_250epochs,
+    nnSSLTrainer_fullTransfer,
+    nnSSLTrainer_noWarmup,
+    nnUNetTrainer_2epochs_5iters,
+    nnUNetTrainer_10epochs_25iters,
+)
+
+__all__ = [
+    "nnSSLTrainer",
+    "nnSSLTrainer_2epochs_5iters",
+    "nnSSLTrainer_10epochs_25iters",
+    "nnSSLTrainer_100epochs",
+    "nnSSLTrainer_250epochs",
+    "nnSSLTrainer_fullTransfer",
+    "nnSSLTrainer_noWarmup",
+    "nnUNetTrainer_2epochs_5iters",
+    "nnUNetTrainer_10epochs_25iters",
+]

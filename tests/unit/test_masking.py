@@ -6,7 +6,8 @@ from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
 
 @pytest.mark.parametrize(
     ("patch", "expected"),
-    [((160, 160, 160), (16, 16, 16)), ((16, 32, 32), (4, 8, 8)), ((64, 128, 128), (16, 16, 16)), ((2, 8, 8), (1, 2, 2))],
+    [((160, 160, 160), (16, 16, 16)), ((16, 32, 32), (4, 8, 8)), ((64, 128, 128), (16, 16, 16)),
+     ((2, 8, 8), (1, 2, 2))],
 )
 def test_block_size_shrinks_to_four_blocks_per_axis(patch, expected):
     assert block_size_for_patch(patch) == expected
@@ -25,7 +26,7 @@ def test_exact_ratio_per_sample_when_blocks_divide_the_patch(ratio):
 def test_mask_is_made_of_whole_blocks():
     mask = random_block_mask(1, (16, 32, 32), (4, 8, 8), 0.5, torch.Generator().manual_seed(1))[0, 0]
     blocks = mask.reshape(4, 4, 4, 8, 4, 8).permute(0, 2, 4, 1, 3, 5).reshape(64, -1)
-    assert torch.all((blocks.min(1).values == blocks.max(1).values))
+    assert torch.all(blocks.min(1).values == blocks.max(1).values)
 
 
 def test_determinism_and_variation():

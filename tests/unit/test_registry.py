@@ -15,7 +15,7 @@ def test_unknown_method_names_the_known_ones():
 def test_duplicate_name_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         @register_method("mae")
-        class Other(SSLMethod):  # noqa: F811
+        class Other(SSLMethod):
             pass
 
 

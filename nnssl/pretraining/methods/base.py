@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,10 +35,6 @@ class SSLMethod(ABC):
     def __init__(self, patch_size: Sequence[int], num_input_channels: int, **settings: Any) -> None:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.num_input_channels = num_input_channels
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Adds this method's command-line options (their ``dest`` are the settings' names)."""
 
     @staticmethod
     def num_output_channels(num_input_channels: int) -> int:

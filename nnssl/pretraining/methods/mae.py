@@ -8,7 +8,6 @@ segmentation head; the loss is the MSE on masked voxels only.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,15 +37,6 @@ class MaskedAutoencoder(SSLMethod):
         self.block_edge = int(block_size)
         self.block_size = block_size_for_patch(self.patch_size, self.block_edge)
         self.loss = MaskedMSELoss()
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("mae (masked image modeling)")
-        group.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of blocks hidden (default 0.75)")
-        group.add_argument(
-            "--block-size", type=int, default=16,
-            help="mask block edge in voxels (default 16); shrunk so a patch holds >= 4 blocks per axis",
-        )
 
     def settings(self) -> dict[str, Any]:
         return {"mask_ratio": self.mask_ratio, "block_size": self.block_edge,

@@ -1,0 +1,64 @@
+"""Learning-rate schedule for fine-tuning pretrained weights: linear warm-up, then nnU-Net's poly decay."""
+
+from __future__ import annotations
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+
+def warmup_poly_lr(
+    step: int, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = 0.9
+) -> float:
+    """The learning rate at ``step`` (an epoch, as nnU-Net counts it).
+
+    Warm-up (``step < warmup_steps``): ``initial_lr * (step + 1) / (warmup_steps + 1)``, a line from
+    ~0 that would reach ``initial_lr`` at ``warmup_steps``. Then nnU-Net's poly decay over the remaining
+    steps: ``initial_lr * (1 - (step - warmup_steps) / (max_steps - warmup_steps)) ** exponent``.
+    With ``warmup_steps == 0`` this is exactly nnU-Net's ``PolyLRScheduler``.
+    """
+    if step < warmup_steps:
+        return initial_lr * (step + 1) / (warmup_steps + 1)
+    decay_steps = max(max_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
+    return initial_lr * (1 - progress) ** exponent
+
+
+class WarmupPolyLRScheduler(LRScheduler):
+    """Drop-in for nnU-Net's ``PolyLRScheduler`` (same ``step(current_step)`` API) with a linear warm-up.
+
+    nnU-Net calls ``step(self.current_epoch)`` in ``on_train_epoch_start``, so the schedule is a pure
+    function of the epoch and survives ``--c`` without saved scheduler state. ``warmup_steps`` is
+    clamped to ``[0, max_steps - 1]`` so that at least one epoch decays.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        initial_lr: float,
+        max_steps: int,
+        warmup_steps: int,
+        exponent: float = 0.9,
+        current_step: int | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.initial_lr = initial_lr
+        self.max_steps = max_steps
+        self.warmup_steps = max(0, min(int(warmup_steps), max_steps - 1))
+        self.exponent = exponent
+        self.ctr = 0
+        super().__init__(optimizer, current_step if current_step is not None else -1)
+
+    def step(self, current_step: int | None = None) -> None:  # type: ignore[override]
+        # Same counter semantics as nnU-Net's PolyLRScheduler: no argument -> internal counter.
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        new_lr = warmup_poly_lr(
+            current_step, self.initial_lr, self.max_steps, self.warmup_steps, self.exponent
+        )
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = new_lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_last_lr(self) -> list[float]:
+        return self._last_lr

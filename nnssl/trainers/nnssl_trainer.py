@@ -1,0 +1,110 @@
+"""nnSSLTrainer: nnU-Net's trainer that starts a fresh training from nnssl's pretrained weights.
+
+Use it with stock nnU-Net: ``nnUNetv2_train DATASET 3d_fullres 0 -tr nnSSLTrainer``. It only extends
+nnU-Net's hooks (``initialize``, ``load_checkpoint``, ``configure_optimizers``, ``on_train_start``):
+
+- fresh training: after nnU-Net built the network (and maybe wrapped it with torch.compile / DDP), the
+  checkpoint found by ``find_pretrained_checkpoint`` is loaded and its ``transfer_scope`` tensors are
+  copied in; a report goes to the training log;
+- ``--c`` / ``--val``: the weights come from nnU-Net's own checkpoint, no transfer;
+- the learning rate warms up linearly for ``warmup_epochs`` epochs, then decays like nnU-Net's.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnssl.errors import NnsslError
+from nnssl.pretraining.checkpoint import load_checkpoint as load_nnssl_checkpoint
+from nnssl.trainers.lr_schedule import WarmupPolyLRScheduler
+from nnssl.trainers.pretrained_lookup import find_pretrained_checkpoint
+from nnssl.trainers.weight_transfer import transfer_weights
+
+STOCK_PRETRAINED_FLAG = "-pretrained_weights"
+PRETRAINED_FLAG_MESSAGE = (
+    "nnSSLTrainer loads nnssl's pretrained weights itself; drop -pretrained_weights, "
+    "or use -tr nnUNetTrainer with -pretrained_weights"
+)
+
+
+def stock_pretrained_flag_given(argv: list[str]) -> bool:
+    """True when ``argv`` holds nnU-Net's ``-pretrained_weights`` (also as ``-x=value`` or abbreviated)."""
+    for arg in argv[1:]:
+        option = arg.split("=", 1)[0]
+        # argparse accepts unambiguous prefixes; '-pr' is the shortest that only -pretrained_weights has.
+        if len(option) >= 3 and STOCK_PRETRAINED_FLAG.startswith(option):
+            return True
+    return False
+
+
+class nnSSLTrainer(nnUNetTrainer):
+    """nnUNetTrainer that fine-tunes from nnssl's pretrained checkpoint (encoder by default)."""
+
+    transfer_scope: str = "encoder"
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's exact signature)
+    ):
+        # nnU-Net pops this key in super().__init__; --c means the weights come from its checkpoint.
+        self.continue_training = bool(plans.get("continue_training", False))
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.warmup_epochs = 50
+        self.checkpoint_was_loaded = False
+        self.pretrained_checkpoint: str | None = None
+
+    def initialize(self) -> None:
+        if stock_pretrained_flag_given(sys.argv):
+            raise SystemExit(PRETRAINED_FLAG_MESSAGE)
+        super().initialize()
+        # --c calls load_checkpoint (-> initialize) first; a --c that finds no checkpoint starts fresh,
+        # which on_train_start catches.
+        if not self.continue_training and not self.checkpoint_was_loaded:
+            self._load_pretrained_weights()
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        # Marked before super(): super() calls initialize(), which must then skip the transfer.
+        self.checkpoint_was_loaded = True
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if not self.checkpoint_was_loaded and self.pretrained_checkpoint is None:
+            # nnU-Net's --c found no checkpoint to continue from and starts a new training.
+            self.print_to_log_file(
+                "nnSSLTrainer: no checkpoint to continue from; starting from pretrained weights"
+            )
+            self._load_pretrained_weights()
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
+        optimizer, _ = super().configure_optimizers()
+        # Only the scheduler changes: warm-up protects pretrained features from the full initial_lr.
+        warmup = max(0, min(int(self.warmup_epochs), self.num_epochs - 1))
+        lr_scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+        self.print_to_log_file(
+            f"nnSSLTrainer: linear learning-rate warm-up over {warmup} epochs, then poly decay "
+            f"until epoch {self.num_epochs}"
+        )
+        return optimizer, lr_scheduler
+
+    def _load_pretrained_weights(self) -> None:
+        """Finds, loads and transfers the pretrained weights; an NnsslError ends the run with its message."""
+        try:
+            found = find_pretrained_checkpoint(self.plans_manager.plans, self.configuration_name)
+            checkpoint = load_nnssl_checkpoint(found.path)
+            try:
+                report = transfer_weights(self.network, checkpoint["network_weights"], self.transfer_scope)
+            except NnsslError as e:
+                raise NnsslError(f"{found.path}: {e}") from e
+        except NnsslError as e:
+            raise SystemExit(str(e)) from e
+        self.pretrained_checkpoint = found.path
+        self.print_to_log_file(f"nnSSLTrainer: pretrained weights from {found.path} ({found.source})")
+        self.print_to_log_file(report.format())

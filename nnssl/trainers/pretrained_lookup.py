@@ -1,0 +1,109 @@
+"""Finds the pretrained checkpoint a fine-tuning run starts from (see docs/contracts.md).
+
+Order: (1) environment variable ``nnssl_pretrained_weights`` (file or output folder), (2) plans key
+``nnssl_pretrained_checkpoint`` (relative to ``$nnUNet_results`` when relative), (3) the single folder
+``$nnUNet_results/<dataset_name>/nnsslPretrain_*__<plans_name>__<configuration>/``. Never falls back to
+training from scratch: no checkpoint, or several, is an error that says what to do.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from typing import NamedTuple
+
+from nnssl.errors import NnsslError
+from nnssl.pretraining.checkpoint import FINAL_CHECKPOINT, resolve_checkpoint_path
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "nnssl_pretrained_weights"
+PLANS_KEY = "nnssl_pretrained_checkpoint"
+PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
+
+
+class PretrainedCheckpoint(NamedTuple):
+    """A checkpoint file and a human-readable note on where it was found."""
+
+    path: str
+    source: str
+
+
+def _results_root() -> str:
+    # Read directly (not via nnssl.nnunet_adapter.plans) so this module stays free of nnunetv2 imports.
+    root = os.environ.get("nnUNet_results")
+    if not root:
+        raise NnsslError(
+            "nnUNet_results is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths) "
+            f"or set {ENV_VAR} to the pretrained checkpoint"
+        )
+    return root
+
+
+def _from_env() -> PretrainedCheckpoint | None:
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    try:
+        path = resolve_checkpoint_path(value)
+    except NnsslError as e:
+        raise NnsslError(f"{e} (set by the environment variable {ENV_VAR})") from e
+    return PretrainedCheckpoint(os.path.abspath(path), f"environment variable {ENV_VAR}")
+
+
+def _from_plans(plans: dict) -> PretrainedCheckpoint | None:
+    value = plans.get(PLANS_KEY)
+    if not value:
+        return None
+    path = value if os.path.isabs(value) else os.path.join(_results_root(), value)
+    try:
+        resolved = resolve_checkpoint_path(path)
+    except NnsslError as e:
+        raise NnsslError(
+            f"{e} (named by the plans key {PLANS_KEY}); re-run nnssl_plan_like_pretrained or set {ENV_VAR}"
+        ) from e
+    return PretrainedCheckpoint(os.path.abspath(resolved), f"plans key {PLANS_KEY}")
+
+
+def _from_convention(dataset_name: str, plans_name: str, configuration: str) -> PretrainedCheckpoint:
+    pattern = os.path.join(
+        _results_root(), dataset_name, f"{PRETRAIN_FOLDER_PREFIX}*__{plans_name}__{configuration}"
+    )
+    folders = sorted(f for f in glob.glob(pattern) if os.path.isdir(f))
+    finished = [f for f in folders if os.path.isfile(os.path.join(f, FINAL_CHECKPOINT))]
+    if len(finished) == 1:
+        path = os.path.join(finished[0], FINAL_CHECKPOINT)
+        return PretrainedCheckpoint(
+            path, f"the only pretraining of {dataset_name} ({plans_name}, {configuration})"
+        )
+    if len(finished) > 1:
+        raise NnsslError(
+            f"{len(finished)} pretrained checkpoints match {pattern}: {', '.join(finished)}; "
+            f"choose one with export {ENV_VAR}=<folder or checkpoint file>"
+        )
+    unfinished = (
+        f" (unfinished, no {FINAL_CHECKPOINT}: {', '.join(folders)}; resume it with nnssl_pretrain ... --c)"
+        if folders
+        else ""
+    )
+    raise NnsslError(
+        f"no pretrained checkpoint for {dataset_name} ({plans_name}, {configuration}) in "
+        f"{os.path.join(pattern, FINAL_CHECKPOINT)}{unfinished}; pretrain first with "
+        f"nnssl_pretrain -d {dataset_name} -i <unlabeled images folder>, or export {ENV_VAR}=<checkpoint>, "
+        f"or train from scratch with -tr nnUNetTrainer"
+    )
+
+
+def find_pretrained_checkpoint(plans: dict, configuration: str) -> PretrainedCheckpoint:
+    """The checkpoint for fine-tuning ``configuration`` of the dataset and plans named in ``plans``.
+
+    Raises:
+        NnsslError: when the variable or plans key points nowhere, or the convention finds no finished
+            pretraining or several.
+    """
+    found = _from_env() or _from_plans(plans)
+    if found is None:
+        found = _from_convention(plans["dataset_name"], plans["plans_name"], configuration)
+    logger.info("pretrained checkpoint %s (from %s)", found.path, found.source)
+    return found

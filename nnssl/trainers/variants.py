@@ -1,0 +1,91 @@
+"""Trainer variants, named the nnU-Net way (the class name records the setting).
+
+``nnUNetv2_train DATASET 3d_fullres 0 -tr nnSSLTrainer_fullTransfer``. The short ``*_Nepochs_Kiters``
+schedules are for CPU demos and tests; each nnSSL one has a from-scratch ``nnUNetTrainer_*`` twin with the
+same budget (epochs, iterations, validation iterations) for comparisons.
+"""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnssl.trainers.nnssl_trainer import nnSSLTrainer
+
+_CUDA = torch.device("cuda")
+
+
+def _set_budget(trainer: nnUNetTrainer, epochs: int, iterations: int, val_iterations: int) -> None:
+    trainer.num_epochs = epochs
+    trainer.num_iterations_per_epoch = iterations
+    trainer.num_val_iterations_per_epoch = val_iterations
+
+
+class nnSSLTrainer_fullTransfer(nnSSLTrainer):
+    """Transfers encoder and decoder (never the segmentation head)."""
+
+    transfer_scope = "full"
+
+
+class nnSSLTrainer_noWarmup(nnSSLTrainer):
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.warmup_epochs = 0
+
+
+class nnSSLTrainer_100epochs(nnSSLTrainer):
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 100
+        self.warmup_epochs = 10
+
+
+class nnSSLTrainer_250epochs(nnSSLTrainer):
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 250
+        self.warmup_epochs = 25
+
+
+class nnSSLTrainer_10epochs_25iters(nnSSLTrainer):
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _set_budget(self, epochs=10, iterations=25, val_iterations=5)
+        self.warmup_epochs = 3
+
+
+class nnSSLTrainer_2epochs_5iters(nnSSLTrainer):
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _set_budget(self, epochs=2, iterations=5, val_iterations=2)
+        self.warmup_epochs = 1
+
+
+class nnUNetTrainer_10epochs_25iters(nnUNetTrainer):
+    """From-scratch twin of nnSSLTrainer_10epochs_25iters (stock poly schedule)."""
+
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _set_budget(self, epochs=10, iterations=25, val_iterations=5)
+
+
+class nnUNetTrainer_2epochs_5iters(nnUNetTrainer):
+    """From-scratch twin of nnSSLTrainer_2epochs_5iters (stock poly schedule)."""
+
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _set_budget(self, epochs=2, iterations=5, val_iterations=2)

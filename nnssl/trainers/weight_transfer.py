@@ -1,0 +1,224 @@
+"""Shape-checked, in-place transfer of pretrained weights into an nnU-Net network (pure torch).
+
+nnU-Net's networks (dynamic_network_architectures) expose the encoder and the stem as key prefixes
+(``key_to_encoder``, ``key_to_stem``). Their state dicts hold the same tensor under several keys:
+``decoder.encoder.*`` repeats the encoder, and ``convs.N.all_modules.0`` repeats ``convs.N.conv``.
+Tensors are therefore grouped by identity/storage and each unique tensor is checked, copied and
+reported once.
+
+Weights are copied with ``torch.no_grad()`` + ``copy_`` into the existing tensors, so the
+optimizer's parameter references (created before the transfer) stay valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch._dynamo.eval_frame import OptimizedModule
+
+from nnssl.errors import NnsslError
+
+logger = logging.getLogger(__name__)
+
+SCOPES = ("encoder", "full")
+REASON_SEG_HEAD = "segmentation head"
+REASON_NOT_IN_NETWORK = "in checkpoint only, not in network"
+SEG_LAYER_MARKER = ".seg_layers."
+# Prefixes a state dict gets from wrappers when saved without unwrapping (DDP, torch.compile).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_MAX_NAMED_MISMATCHES = 3
+_MAX_EXAMPLE_KEYS = 2
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers.
+
+    Reimplemented here (see ``nnssl.nnunet_adapter.plans.unwrap_network``) to keep this module free of
+    nnunetv2 imports; duck-typed so DDP-like wrappers work too.
+    """
+    for _ in range(4):  # DDP(compile(net)) is the deepest nesting nnU-Net produces
+        if isinstance(network, torch.nn.parallel.DistributedDataParallel) or (
+            type(network).__name__ == "DistributedDataParallel" and hasattr(network, "module")
+        ):
+            network = network.module
+        elif isinstance(network, OptimizedModule):
+            network = network._orig_mod
+        else:
+            break
+    return network
+
+
+@dataclass
+class TransferReport:
+    """What ``transfer_weights`` did, one entry per unique tensor (aliases listed separately).
+
+    ``loaded``: network keys whose tensors were overwritten; ``skipped``: (key, reason) pairs;
+    ``aliases``: (alias key, key it shares storage with); ``numel``: elements per listed key.
+    """
+
+    scope: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    aliases: list[tuple[str, str]] = field(default_factory=list)
+    numel: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_loaded_parameters(self) -> int:
+        return sum(self.numel.get(k, 0) for k in self.loaded)
+
+    def skipped_by_reason(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for key, reason in self.skipped:
+            grouped.setdefault(reason, []).append(key)
+        return grouped
+
+    def format(self) -> str:
+        """A readable multi-line report for the training log."""
+        lines = [
+            f"pretrained weights transferred (scope: {self.scope}): {len(self.loaded)} unique tensors, "
+            f"{self.num_loaded_parameters:,} parameters loaded"
+        ]
+        for reason, keys in self.skipped_by_reason().items():
+            count = sum(self.numel.get(k, 0) for k in keys)
+            examples = ", ".join(keys[:_MAX_EXAMPLE_KEYS]) + (
+                ", ..." if len(keys) > _MAX_EXAMPLE_KEYS else ""
+            )
+            lines.append(f"  skipped ({reason}): {len(keys)} tensors, {count:,} parameters [{examples}]")
+        if self.aliases:
+            lines.append(
+                f"  {len(self.aliases)} alias keys (e.g. decoder.encoder.*) share storage with the tensors "
+                f"above and are counted once"
+            )
+        return "\n".join(lines)
+
+
+def _prefix_match(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _in_scope(key: str, scope: str, encoder_prefixes: tuple[str, ...]) -> bool:
+    if SEG_LAYER_MARKER in "." + key:
+        return False
+    return scope == "full" or _prefix_match(key, encoder_prefixes)
+
+
+def _identity(tensor: torch.Tensor) -> tuple:
+    """Same value for aliases of one tensor (same object or same storage view)."""
+    if tensor.numel() == 0:  # empty tensors may share data_ptr 0 without being aliases
+        return ("id", id(tensor))
+    return ("ptr", tensor.device.type, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+
+
+def _group_aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    """Keys grouped by the tensor they hold, in state-dict order."""
+    groups: dict[tuple, list[str]] = {}
+    for key, tensor in state.items():
+        groups.setdefault(_identity(tensor), []).append(key)
+    return list(groups.values())
+
+
+def _shape(shape: torch.Size | tuple[int, ...]) -> str:
+    return "(" + ",".join(str(s) for s in shape) + ")"
+
+
+def _normalized_checkpoint(checkpoint_weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint keys with wrapper prefixes (``module.``, ``_orig_mod.``) removed."""
+    normalized = {}
+    for key, value in checkpoint_weights.items():
+        stripped = key
+        while stripped.startswith(_WRAPPER_PREFIXES):
+            stripped = stripped.split(".", 1)[1]
+        normalized[stripped] = value
+    return normalized
+
+
+def _skip_reason(keys: list[str]) -> str:
+    if any(SEG_LAYER_MARKER in "." + k for k in keys):
+        return REASON_SEG_HEAD
+    return f"out of scope: {keys[0].split('.')[0]}"
+
+
+def _plan_transfer(
+    state: Mapping[str, torch.Tensor],
+    checkpoint: Mapping[str, torch.Tensor],
+    scope: str,
+    encoder_prefixes: tuple[str, ...],
+) -> tuple[TransferReport, list[tuple[str, str]], list[str]]:
+    """Classifies every unique tensor. Returns (report, [(network key, checkpoint key)], mismatches)."""
+    report = TransferReport(scope=scope)
+    pairs: list[tuple[str, str]] = []
+    mismatches: list[str] = []
+    for keys in _group_aliases(state):
+        in_scope = [k for k in keys if _in_scope(k, scope, encoder_prefixes)]
+        canonical = in_scope[0] if in_scope else keys[0]
+        report.numel[canonical] = state[canonical].numel()
+        report.aliases.extend((k, canonical) for k in keys if k != canonical)
+        if not in_scope:
+            report.skipped.append((canonical, _skip_reason(keys)))
+            continue
+        source = next((k for k in [canonical, *keys] if k in checkpoint), None)
+        net_shape = tuple(state[canonical].shape)
+        if source is None:
+            mismatches.append(f"{canonical} missing in checkpoint, network {_shape(net_shape)}")
+        elif tuple(checkpoint[source].shape) != net_shape:
+            ckpt_shape = checkpoint[source].shape
+            mismatches.append(f"{canonical} checkpoint {_shape(ckpt_shape)} vs network {_shape(net_shape)}")
+        else:
+            report.loaded.append(canonical)
+            pairs.append((canonical, source))
+    for key in checkpoint:
+        if key not in state and SEG_LAYER_MARKER not in "." + key:
+            report.skipped.append((key, REASON_NOT_IN_NETWORK))
+            report.numel[key] = checkpoint[key].numel()
+    return report, pairs, mismatches
+
+
+def transfer_weights(
+    network: nn.Module,
+    checkpoint_weights: Mapping[str, torch.Tensor],
+    scope: str = "encoder",
+) -> TransferReport:
+    """Copies the in-scope tensors of ``checkpoint_weights`` into ``network`` in place.
+
+    Args:
+        network: an nnU-Net network, possibly wrapped by DDP and/or torch.compile.
+        checkpoint_weights: a state dict (``checkpoint['network_weights']``), e.g. conv weights of
+            shape (out_channels, in_channels, kz, ky, kx); CPU tensors are fine for a GPU network.
+        scope: ``"encoder"`` (tensors under ``key_to_encoder`` and ``key_to_stem``) or ``"full"``
+            (encoder and decoder). Segmentation layers (``.seg_layers.``) are never transferred.
+
+    Raises:
+        NnsslError: when an in-scope tensor is missing from the checkpoint or has another shape; nothing
+            is copied in that case.
+    """
+    if scope not in SCOPES:
+        raise NnsslError(f"transfer scope '{scope}' is unknown; use one of {', '.join(SCOPES)}")
+    plain = unwrap_network(network)
+    encoder_prefixes = (
+        str(getattr(plain, "key_to_encoder", "encoder")),
+        str(getattr(plain, "key_to_stem", "encoder.stem")),
+    )
+    state = plain.state_dict(keep_vars=True)
+    checkpoint = _normalized_checkpoint(checkpoint_weights)
+    report, pairs, mismatches = _plan_transfer(state, checkpoint, scope, encoder_prefixes)
+    if mismatches:
+        shown = "; ".join(mismatches[:_MAX_NAMED_MISMATCHES])
+        more = (
+            f"; and {len(mismatches) - _MAX_NAMED_MISMATCHES} more"
+            if len(mismatches) > _MAX_NAMED_MISMATCHES
+            else ""
+        )
+        raise NnsslError(
+            f"checkpoint incompatible with the dataset's network: {shown}{more}; fine-tune with the plans "
+            f"and configuration the checkpoint was pretrained with (nnssl_plan_like_pretrained), or pretrain "
+            f"on this dataset's plans"
+        )
+    with torch.no_grad():
+        for network_key, checkpoint_key in pairs:
+            state[network_key].copy_(checkpoint[checkpoint_key])
+    logger.debug("transferred %d tensors (scope %s)", len(pairs), scope)
+    return report

@@ -1,0 +1,72 @@
+"""Parts of nnssl_demo that need no subprocess: Dice, settings, environment, work folder."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from nnssl.demo.evaluate import dice, folder_dice
+from nnssl.demo.run_demo import QUICK_TRAINER_SOURCE, _parse_args, prepare_work_folder, settings_from_args
+from nnssl.demo.steps import subprocess_env
+from nnssl.demo.synthetic import write_image
+
+
+def test_dice_values() -> None:
+    a = np.array([0, 1, 1, 0])
+    assert dice(a, a) == 1.0
+    assert dice(a, np.array([0, 1, 0, 0])) == pytest.approx(2 / 3)
+    assert dice(np.zeros(3), np.zeros(3)) == 1.0
+    assert dice(a, 1 - a) == 0.0
+
+
+def test_folder_dice(tmp_path) -> None:
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    label = np.zeros((4, 8, 8), dtype=np.uint8)
+    label[1:3, 2:6, 2:6] = 1
+    write_image(label, str(ref / "c1.nii.gz"))
+    write_image(label, str(pred / "c1.nii.gz"))
+    assert folder_dice(str(pred), str(ref)) == {"c1": 1.0}
+    write_image(label, str(ref / "c2.nii.gz"))
+    with pytest.raises(FileNotFoundError):
+        folder_dice(str(pred), str(ref))
+
+
+def test_settings_quick_and_overrides() -> None:
+    full = settings_from_args(_parse_args([]))
+    assert full.ssl_trainer == "nnSSLTrainer_10epochs_25iters"
+    assert full.scratch_trainer == "nnUNetTrainer_10epochs_25iters"
+    assert full.num_train >= 5  # nnU-Net's 5-fold split
+    quick = settings_from_args(_parse_args(["--quick", "--pretrain-epochs", "1"]))
+    assert quick.pretrain_epochs == 1 and quick.quick_trainer_epochs > 0
+
+
+def test_quick_trainer_source_compiles() -> None:
+    compile(QUICK_TRAINER_SOURCE.format(epochs=2), "nnssl_demo_trainers.py", "exec")
+
+
+def test_subprocess_env(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_extTrainer", "/somewhere")
+    planning = subprocess_env(str(tmp_path), planning=True, extra_trainer_folder=None)
+    assert "nnUNet_n_proc_DA" not in planning  # 0 crashes nnU-Net's planner
+    assert planning["nnUNet_raw"] == os.path.join(str(tmp_path), "nnUNet_raw")
+    training = subprocess_env(str(tmp_path), planning=False, extra_trainer_folder="/demo/trainers")
+    assert training["nnUNet_n_proc_DA"] == "0" and training["nnUNet_compile"] == "false"
+    assert training["nnUNet_extTrainer"].split(os.pathsep) == ["/demo/trainers", "/somewhere"]
+
+
+def test_prepare_work_folder(tmp_path) -> None:
+    out = prepare_work_folder(str(tmp_path / "demo"))
+    open(os.path.join(out, "old_file"), "w").close()
+    out = prepare_work_folder(out)  # an earlier demo run is replaced
+    assert not os.path.exists(os.path.join(out, "old_file"))
+    other = tmp_path / "user_data"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    with pytest.raises(SystemExit):
+        prepare_work_folder(str(other))
+    assert (other / "keep.txt").exists()
