@@ -14,8 +14,8 @@ import pytest
 BIN = Path(sys.executable).parent
 DATASET_ID = 501
 TINY_CONFIGURATION = "3d_tiny"
-SHORT_SSL_TRAINER = "nnSSLTrainer_2epochs_5iters"
-SHORT_STOCK_TRAINER = "nnUNetTrainer_2epochs_5iters"
+SHORT_SSL_TRAINER = "nnSSLTrainer_2epochs_5iters_noMirroring"
+SHORT_STOCK_TRAINER = "nnUNetTrainer_2epochs_5iters_noMirroring"
 PRETRAIN_SCHEDULE = ["--epochs", "2", "--iterations-per-epoch", "3", "--val-iterations", "2", "-device", "cpu",
                      "--num-workers", "0", "--no-pbar", "--preview-every", "1"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from multiprocessing import get_context
 
 import numpy as np
-from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2, comp_blosc2_params
+from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnssl.errors import NnsslError

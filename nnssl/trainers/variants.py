@@ -62,7 +62,17 @@ class nnSSLTrainer_10epochs_25iters(nnSSLTrainer):
         self.warmup_epochs = 3
 
 
-class nnSSLTrainer_2epochs_5iters(nnSSLTrainer):
+class _NoMirroring:
+    """No mirroring in training nor in final validation (nnU-Net's *_NoMirroring convention): keeps smoke
+    runs short, since test-time mirroring dominates tiny runs on a CPU."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
+
+
+class nnSSLTrainer_2epochs_5iters_noMirroring(_NoMirroring, nnSSLTrainer):
     def __init__(
         self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
     ):
@@ -81,8 +91,8 @@ class nnUNetTrainer_10epochs_25iters(nnUNetTrainer):
         _set_budget(self, epochs=10, iterations=25, val_iterations=5)
 
 
-class nnUNetTrainer_2epochs_5iters(nnUNetTrainer):
-    """From-scratch twin of nnSSLTrainer_2epochs_5iters (stock poly schedule)."""
+class nnUNetTrainer_2epochs_5iters_noMirroring(_NoMirroring, nnUNetTrainer):
+    """From-scratch twin of nnSSLTrainer_2epochs_5iters_noMirroring (stock poly schedule)."""
 
     def __init__(
         self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA

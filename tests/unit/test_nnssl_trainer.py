@@ -12,7 +12,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnssl.nnunet_adapter.plans import build_network
 from nnssl.pretraining.checkpoint import save_atomic
-from nnssl.trainers import nnSSLTrainer, nnSSLTrainer_2epochs_5iters, nnSSLTrainer_fullTransfer
+from nnssl.trainers import nnSSLTrainer, nnSSLTrainer_2epochs_5iters_noMirroring, nnSSLTrainer_fullTransfer
 from nnssl.trainers.lr_schedule import WarmupPolyLRScheduler
 from nnssl.trainers.nnssl_trainer import PRETRAINED_FLAG_MESSAGE, stock_pretrained_flag_given
 
@@ -144,7 +144,7 @@ def test_full_transfer_and_short_schedule_variants(env):
     trainer = make_trainer(nnSSLTrainer_fullTransfer)
     trainer.initialize()
     assert torch.equal(trainer.network.state_dict()[DECODER_KEY], weights(env)[DECODER_KEY])
-    short = make_trainer(nnSSLTrainer_2epochs_5iters)
+    short = make_trainer(nnSSLTrainer_2epochs_5iters_noMirroring)
     short.initialize()
     assert (short.num_epochs, short.num_iterations_per_epoch, short.lr_scheduler.warmup_steps) == (2, 5, 1)
     short.lr_scheduler.step(0)

@@ -8,24 +8,24 @@ not a package and nothing should import it as ``nnssl.trainers.nnunet_ext``.
 
 from nnssl.trainers.nnssl_trainer import nnSSLTrainer
 from nnssl.trainers.variants import (
-    nnSSLTrainer_2epochs_5iters,
+    nnSSLTrainer_2epochs_5iters_noMirroring,
     nnSSLTrainer_10epochs_25iters,
     nnSSLTrainer_100epochs,
     nnSSLTrainer_250epochs,
     nnSSLTrainer_fullTransfer,
     nnSSLTrainer_noWarmup,
-    nnUNetTrainer_2epochs_5iters,
+    nnUNetTrainer_2epochs_5iters_noMirroring,
     nnUNetTrainer_10epochs_25iters,
 )
 
 __all__ = [
     "nnSSLTrainer",
-    "nnSSLTrainer_2epochs_5iters",
+    "nnSSLTrainer_2epochs_5iters_noMirroring",
     "nnSSLTrainer_10epochs_25iters",
     "nnSSLTrainer_100epochs",
     "nnSSLTrainer_250epochs",
     "nnSSLTrainer_fullTransfer",
     "nnSSLTrainer_noWarmup",
-    "nnUNetTrainer_2epochs_5iters",
+    "nnUNetTrainer_2epochs_5iters_noMirroring",
     "nnUNetTrainer_10epochs_25iters",
 ]

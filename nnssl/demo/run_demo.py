@@ -1,0 +1,232 @@
+"""nnssl_demo: the whole nnssl flow on synthetic light-sheet-like data, on a CPU, in minutes.
+
+Creates a work folder, generates unlabeled volumes and a small labelled dataset, then runs the
+real command-line tools in subprocesses: nnU-Net planning and preprocessing, nnssl MAE
+pretraining, nnU-Net fine-tuning with nnSSLTrainer and training from scratch with the same
+budget, prediction of held-out cases with both, and the Dice of each against the reference.
+nnUNet_raw / nnUNet_preprocessed / nnUNet_results point into the work folder for the
+subprocesses only. Each step's output goes to a log file in ``<out>/logs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+
+from nnssl.demo.steps import DemoStepError, StepRunner, print_failure
+
+logger = logging.getLogger(__name__)
+
+DATASET_ID = 501
+DATASET_NAME = "SyntheticLSM"
+CPU_CONFIGURATION = "3d_cpu"
+MARKER_FILE = ".nnssl_demo"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and budgets of one demo run."""
+
+    num_unlabeled: int = 12
+    unlabeled_shape: tuple[int, int, int] = (32, 96, 96)
+    num_train: int = 5  # nnU-Net's 5-fold split needs at least 5 cases
+    num_test: int = 3
+    shape: tuple[int, int, int] = (32, 64, 64)
+    pretrain_epochs: int = 30
+    pretrain_iterations: int = 25
+    pretrain_val_iterations: int = 3
+    ssl_trainer: str = "nnSSLTrainer_10epochs_25iters"
+    scratch_trainer: str = "nnUNetTrainer_10epochs_25iters"
+    disable_tta: bool = False
+
+
+QUICK = DemoSettings(
+    num_unlabeled=4,
+    unlabeled_shape=(32, 64, 64),
+    num_test=1,
+    pretrain_epochs=2,
+    pretrain_iterations=5,
+    pretrain_val_iterations=2,
+    ssl_trainer="nnSSLTrainer_2epochs_5iters_noMirroring",
+    scratch_trainer="nnUNetTrainer_2epochs_5iters_noMirroring",
+    disable_tta=True,
+)
+
+def prepare_work_folder(out: str) -> str:
+    """Creates (or, when it holds an earlier demo run, empties) the work folder; returns its path."""
+    out = os.path.abspath(out)
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.isfile(os.path.join(out, MARKER_FILE)):
+            raise SystemExit(f"{out}: exists and is not an nnssl_demo work folder; choose another --out")
+        shutil.rmtree(out)
+    os.makedirs(os.path.join(out, "logs"))
+    with open(os.path.join(out, MARKER_FILE), "w") as f:
+        f.write("nnssl_demo work folder; removed and rebuilt by the next nnssl_demo run here\n")
+    return out
+
+
+def generate_data(out: str, settings: DemoSettings) -> tuple[str, str]:
+    """Unlabeled volumes in ``out/unlabeled`` and the labelled dataset; returns (unlabeled, dataset)."""
+    from nnssl.demo.synthetic import write_labeled_dataset, write_unlabeled_folder
+
+    unlabeled = os.path.join(out, "unlabeled")
+    write_unlabeled_folder(unlabeled, settings.num_unlabeled, settings.unlabeled_shape, seed=100)
+    dataset = write_labeled_dataset(
+        os.path.join(out, "nnUNet_raw"),
+        DATASET_ID,
+        DATASET_NAME,
+        num_cases=settings.num_train,
+        shape=settings.shape,
+        seed=0,
+        num_test_cases=settings.num_test,
+    )
+    return unlabeled, dataset
+
+
+def add_cpu_configuration(out: str) -> str:
+    """Adds ``3d_cpu`` (3 stages 8/16/32, patch 16x32x32) to the dataset's nnUNetPlans.json.
+
+    Built from the resolved 3d_fullres configuration, so it keeps its ``data_identifier`` and
+    reuses the 3d_fullres preprocessed data. Returns the plans file.
+    """
+    from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
+
+    dataset_name = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+    plans_file = os.path.join(out, "nnUNet_preprocessed", dataset_name, "nnUNetPlans.json")
+    with open(plans_file) as f:
+        plans = json.load(f)
+    fullres = get_configuration(plans, "3d_fullres", plans_file).configuration
+    plans["configurations"][CPU_CONFIGURATION] = make_small_configuration(
+        fullres, features_per_stage=(8, 16, 32), patch_size=(16, 32, 32), batch_size=2
+    )
+    with open(plans_file, "w") as f:
+        json.dump(plans, f, indent=4)
+    return plans_file
+
+
+def train_and_predict(runner: StepRunner, out: str, trainer: str, arm: str, settings: DemoSettings) -> str:
+    """Fine-tunes (or trains from scratch) fold 0 and predicts imagesTs; returns the prediction folder."""
+    runner.run(
+        f"train ({arm})",
+        f"train_{arm}",
+        ["nnUNetv2_train", str(DATASET_ID), CPU_CONFIGURATION, "0", "-tr", trainer, "-device", "cpu"],
+    )
+    predictions = os.path.join(out, "predictions", arm)
+    dataset_folder = os.path.join(out, "nnUNet_raw", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    command = [
+        "nnUNetv2_predict", "-i", os.path.join(dataset_folder, "imagesTs"), "-o", predictions,
+        "-d", str(DATASET_ID), "-c", CPU_CONFIGURATION, "-f", "0", "-tr", trainer, "-device", "cpu",
+        "--disable_progress_bar", "-npp", "1", "-nps", "1",
+    ]  # fmt: skip
+    if settings.disable_tta:
+        command.append("--disable_tta")
+    runner.run(f"predict ({arm})", f"predict_{arm}", command)
+    return predictions
+
+
+def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> dict[str, float]:
+    """All steps; returns the mean Dice per arm. Raises DemoStepError on a failed step."""
+    unlabeled, dataset_folder = runner.call(
+        "generate synthetic data",
+        lambda: generate_data(out, settings),
+        f"{settings.num_unlabeled} unlabeled volumes, {settings.num_train} train + "
+        f"{settings.num_test} test labelled cases",
+    )
+    runner.run(
+        "nnU-Net plan and preprocess",
+        "plan_and_preprocess",
+        ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-npfp", "1", "-np", "1",
+         "--verify_dataset_integrity", "--no_pbar"],
+        planning=True,
+    )  # fmt: skip
+    print(
+        "CPU demo: adding a small configuration 3d_cpu (3 stages 8/16/32, patch 16x32x32) because "
+        "nnU-Net's planned network is too slow for 2 CPU cores",
+        flush=True,
+    )
+    runner.call("add configuration 3d_cpu", lambda: add_cpu_configuration(out))
+    runner.run(
+        "nnssl MAE pretraining",
+        "pretrain",
+        ["nnssl_pretrain", "-d", str(DATASET_ID), "-i", unlabeled, "-c", CPU_CONFIGURATION, "-device", "cpu",
+         "--epochs", str(settings.pretrain_epochs),
+         "--iterations-per-epoch", str(settings.pretrain_iterations),
+         "--val-iterations", str(settings.pretrain_val_iterations), "--no-pbar"],
+    )  # fmt: skip
+    arms = {"pretrained": settings.ssl_trainer, "scratch": settings.scratch_trainer}
+    predictions = {arm: train_and_predict(runner, out, tr, arm, settings) for arm, tr in arms.items()}
+    return runner.call("Dice on held-out cases", lambda: _dice_per_arm(predictions, dataset_folder, out))
+
+
+def _dice_per_arm(predictions: dict[str, str], dataset_folder: str, out: str) -> dict[str, float]:
+    from nnssl.demo.evaluate import folder_dice
+
+    references = os.path.join(dataset_folder, "labelsTs")
+    per_case = {arm: folder_dice(folder, references) for arm, folder in predictions.items()}
+    with open(os.path.join(out, "dice.json"), "w") as f:
+        json.dump(per_case, f, indent=2)
+    return {arm: sum(scores.values()) / len(scores) for arm, scores in per_case.items()}
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="nnssl_demo",
+        description="Runs nnssl end to end on synthetic light-sheet-like data on the CPU: MAE pretraining, "
+        "fine-tuning with nnSSLTrainer, training from scratch with the same budget, Dice of both.",
+    )
+    parser.add_argument("--out", default="./nnssl_demo_output", help="work folder (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="a much shorter smoke run (a few minutes)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None, help="nnssl_pretrain --epochs")
+    parser.add_argument(
+        "--pretrain-iterations", type=int, default=None, help="nnssl_pretrain --iterations-per-epoch"
+    )
+    parser.add_argument(
+        "--ssl-trainer", default=None, help="fine-tuning trainer (default: nnSSLTrainer_10epochs_25iters)"
+    )
+    parser.add_argument(
+        "--scratch-trainer", default=None, help="baseline trainer (default: nnUNetTrainer_10epochs_25iters)"
+    )
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> DemoSettings:
+    """The run's settings: the full or quick defaults, with the options given on the command line."""
+    settings = QUICK if args.quick else DemoSettings()
+    overrides = {
+        "pretrain_epochs": args.pretrain_epochs,
+        "pretrain_iterations": args.pretrain_iterations,
+        "ssl_trainer": args.ssl_trainer,
+        "scratch_trainer": args.scratch_trainer,
+    }
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``nnssl_demo``; returns 0 on success, 1 when a step failed."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parse_args(argv)
+    settings = settings_from_args(args)
+    out = prepare_work_folder(args.out)
+    print(f"nnssl demo ({'quick' if args.quick else 'full'}) in {out}", flush=True)
+    start = time.monotonic()
+    runner = StepRunner(out, total_steps=9)
+    try:
+        dice = run_pipeline(runner, out, settings)
+    except DemoStepError as e:
+        print_failure(e)
+        return 1
+    runner.print_timings()
+    print("\n=== nnssl demo: Dice on held-out synthetic cases (label 'structure') ===")
+    print(f"  pretrained (MAE) + {settings.ssl_trainer}: {dice['pretrained']:.4f}")
+    print(f"  from scratch, {settings.scratch_trainer}: {dice['scratch']:.4f}")
+    print(f"total time {time.monotonic() - start:.0f} s; per-case Dice in {os.path.join(out, 'dice.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
