@@ -32,7 +32,7 @@ def assert_one_line_error(result, expected: str, tool: str = "nnssl_pretrain"):
 
 
 def pretrain(nnunet, folder, *args):
-    out = nnunet.root / "bad_input_run"
+    out = folder.parent / "run"
     result = nnunet.run("nnssl_pretrain", "-i", str(folder), *(args or ("-o", str(out))), "-device", "cpu",
                         "--epochs", "1", "--iterations-per-epoch", "1", check=False, timeout=120)
     assert not out.exists() or args, "a failed run must not leave an output folder"
@@ -74,7 +74,7 @@ def test_corrupt_file(nnunet, folder):
 def test_nan_voxels(nnunet, folder):
     volume = good_volume().astype(np.float32)
     volume[3, 4, 5] = np.nan
-    write_nifti(folder / "nan_0000.nii.gz", volume)
+    write_nifti(folder / "nan_0000.mha", volume)  # ITK's NIfTI reader turns NaN into 0; MetaImage keeps it
     assert_one_line_error(pretrain(nnunet, folder), "NaN or Inf")
 
 
