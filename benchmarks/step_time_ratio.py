@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     device = torch.device(args.device)
-    plans = json.load(open(args.plans))
+    with open(args.plans) as f:
+        plans = json.load(f)
     cm = get_configuration(plans, args.configuration)
     batch = (cm.batch_size, 1, *cm.patch_size)
     images = torch.randn(batch, device=device)
