@@ -117,6 +117,15 @@ def encoder_key_prefixes(network: nn.Module) -> dict[str, Any]:
     }
 
 
+def network_total_stride(strides: list) -> list[int]:
+    """Product of the per-stage strides, per axis: patch sizes must be multiples of it."""
+    total = [1, 1, 1]
+    for stride in strides:
+        stride = [stride] * 3 if isinstance(stride, int) else stride
+        total = [t * s for t, s in zip(total, stride)]
+    return total
+
+
 def make_small_configuration(
     configuration: dict,
     features_per_stage: tuple[int, ...] = (8, 16, 32),
@@ -142,10 +151,7 @@ def make_small_configuration(
             kwargs[key] = list(kwargs[key])[:n]
     if "n_conv_per_stage_decoder" in kwargs:
         kwargs["n_conv_per_stage_decoder"] = list(kwargs["n_conv_per_stage_decoder"])[: n - 1]
-    total_stride = [1, 1, 1]
-    for stride in kwargs["strides"]:
-        stride = [stride] * 3 if isinstance(stride, int) else stride
-        total_stride = [t * s for t, s in zip(total_stride, stride)]
+    total_stride = network_total_stride(kwargs["strides"])
     if any(p % t for p, t in zip(patch_size, total_stride)):
         raise NnsslError(f"patch size {list(patch_size)} is not divisible by the network's stride {total_stride}")
     small["patch_size"] = list(patch_size)

@@ -10,7 +10,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json, save
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import dataloading, fingerprint, planning, preprocess
-from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
+from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
 from nnssl.pretraining import checkpoint as ckpt
 from nnssl.pretraining.image_discovery import UnlabeledCase
 from nnssl.pretraining.image_reading import CaseLoader
@@ -22,19 +22,10 @@ from nnssl.pretraining.trainer import PretrainData, Pretrainer, PretrainSettings
 logger = logging.getLogger(__name__)
 
 
-def _total_stride(plans: dict, configuration: str) -> list[int]:
-    strides = get_configuration(plans, configuration).network_arch_init_kwargs["strides"]
-    total = [1, 1, 1]
-    for stride in strides:
-        stride = [stride] * 3 if isinstance(stride, int) else stride
-        total = [t * s for t, s in zip(total, stride)]
-    return total
-
-
 def _check_patch_size(plans: dict, configuration: str, patch_size: list[int] | None) -> None:
     if patch_size is None:
         return
-    stride = _total_stride(plans, configuration)
+    stride = network_total_stride(get_configuration(plans, configuration).network_arch_init_kwargs["strides"])
     if len(patch_size) != 3 or any(p % s or p < s for p, s in zip(patch_size, stride)):
         raise NnsslError(f"--patch-size {patch_size}: must be 3 values, each a multiple of the network's "
                          f"total stride {stride}")
