@@ -182,11 +182,12 @@ def _check_compatible(dataset: str, dataset_json: dict, fingerprint: dict, facts
                       checkpoint_file: str) -> None:
     """Channel count and dimensionality conflicts between the dataset and the pretraining."""
     channels = num_input_channels(dataset_json)
-    if channels != facts.num_input_channels:
+    # a 1-channel stem is adapted to more channels at fine-tuning (repeat + rescale, nnSSLTrainer)
+    if channels != facts.num_input_channels and facts.num_input_channels != 1:
         raise NnsslError(
             f"dataset {dataset} has {channels} input channel(s) (dataset.json channel_names) but "
-            f"{checkpoint_file} was pretrained with {facts.num_input_channels}; "
-            f"pretrain on data with {channels} channel(s) or use a matching dataset"
+            f"{checkpoint_file} was pretrained with {facts.num_input_channels}; only a 1-channel "
+            f"pretraining adapts to other channel counts: pretrain on data with {channels} channel(s)"
         )
     shapes = fingerprint.get("shapes_after_crop", [])
     if shapes and all(len(s) == 3 and int(s[0]) == 1 for s in shapes):
@@ -286,6 +287,13 @@ def compose_plans(planner_plans: dict, facts: PretrainingFacts, plans_name: str,
     return plans
 
 
+def _adaptable_in_proj(theirs, ours) -> bool:
+    """A 1-input-channel conv kernel that nnSSLTrainer repeats for more channels; shapes (out, C, k, k, k)."""
+    if theirs is None or theirs.ndim != 5 or ours.ndim != 5 or theirs.shape[1] != 1:
+        return False
+    return theirs.shape[0] == ours.shape[0] and theirs.shape[2:] == ours.shape[2:]
+
+
 def validate_plans(plans: dict, dataset_json: dict, checkpoint: dict, checkpoint_file: str) -> None:
     """Loads the plans with PlansManager, builds the network and compares its shapes with the checkpoint's.
 
@@ -308,6 +316,7 @@ def validate_plans(plans: dict, dataset_json: dict, checkpoint: dict, checkpoint
         key for key, value in network.state_dict().items()
         if ".seg_layers." not in key
         and (key not in theirs or tuple(theirs[key].shape) != tuple(value.shape))
+        and not _adaptable_in_proj(theirs.get(key), value)
     ]
     encoder_mismatch = [k for k in mismatched if k.startswith(encoder_prefix)]
     if encoder_mismatch:

@@ -5,7 +5,8 @@ nnU-Net's hooks (``initialize``, ``load_checkpoint``, ``configure_optimizers``, 
 
 - fresh training: after nnU-Net built the network (and maybe wrapped it with torch.compile / DDP), the
   checkpoint found by ``find_pretrained_checkpoint`` is loaded and its ``transfer_scope`` tensors are
-  copied in; a report goes to the training log;
+  copied in (a 1-channel input projection is adapted to the dataset's channels); a report goes to the
+  training log;
 - ``--c`` / ``--val``: the weights come from nnU-Net's own checkpoint, no transfer;
 - the learning rate warms up linearly for ``warmup_epochs`` epochs, then decays like nnU-Net's.
 """
@@ -21,7 +22,7 @@ from nnssl.errors import NnsslError
 from nnssl.pretraining.checkpoint import load_checkpoint as load_nnssl_checkpoint
 from nnssl.trainers.lr_schedule import WarmupPolyLRScheduler
 from nnssl.trainers.pretrained_lookup import find_pretrained_checkpoint
-from nnssl.trainers.weight_transfer import transfer_weights
+from nnssl.trainers.weight_transfer import checkpoint_in_proj_keys, transfer_weights
 
 STOCK_PRETRAINED_FLAG = "-pretrained_weights"
 PRETRAINED_FLAG_MESSAGE = (
@@ -100,7 +101,12 @@ class nnSSLTrainer(nnUNetTrainer):
             found = find_pretrained_checkpoint(self.plans_manager.plans, self.configuration_name)
             checkpoint = load_nnssl_checkpoint(found.path)
             try:
-                report = transfer_weights(self.network, checkpoint["network_weights"], self.transfer_scope)
+                report = transfer_weights(
+                    self.network,
+                    checkpoint["network_weights"],
+                    self.transfer_scope,
+                    in_proj_keys=checkpoint_in_proj_keys(checkpoint),
+                )
             except NnsslError as e:
                 raise NnsslError(f"{found.path}: {e}") from e
         except NnsslError as e:

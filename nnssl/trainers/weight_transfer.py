@@ -8,12 +8,19 @@ reported once.
 
 Weights are copied with ``torch.no_grad()`` + ``copy_`` into the existing tensors, so the
 optimizer's parameter references (created before the transfer) stay valid.
+
+Different input-channel counts: the weight of the input projection (the modules named by
+``keys_to_in_proj``, shape (out, C_pre, kz, ky, kx)) is the only tensor that may change shape. As in
+nnU-Net's ``PretrainedTrainer.load_pretrained_weights``
+(``nnunetv2/training/nnUNetTrainer/pretraining/pretrainedTrainer.py``), a checkpoint pretrained with one
+input channel is repeated to the C_new channels of the network and divided by C_new, so that a constant
+image gives the pretrained activation. Other channel counts (C_pre > 1) are not adapted, like there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +39,7 @@ SEG_LAYER_MARKER = ".seg_layers."
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MAX_NAMED_MISMATCHES = 3
 _MAX_EXAMPLE_KEYS = 2
+WEIGHT_SUFFIX = ".weight"
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
@@ -56,12 +64,14 @@ def unwrap_network(network: nn.Module) -> nn.Module:
 class TransferReport:
     """What ``transfer_weights`` did, one entry per unique tensor (aliases listed separately).
 
-    ``loaded``: network keys whose tensors were overwritten; ``skipped``: (key, reason) pairs;
-    ``aliases``: (alias key, key it shares storage with); ``numel``: elements per listed key.
+    ``loaded``: network keys whose tensors were overwritten; ``adapted``: (key, pretrained channels,
+    network channels) of the loaded input projections whose channels were adapted; ``skipped``: (key,
+    reason) pairs; ``aliases``: (alias key, key it shares storage with); ``numel``: elements per listed key.
     """
 
     scope: str
     loaded: list[str] = field(default_factory=list)
+    adapted: list[tuple[str, int, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     aliases: list[tuple[str, str]] = field(default_factory=list)
     numel: dict[str, int] = field(default_factory=dict)
@@ -82,6 +92,11 @@ class TransferReport:
             f"pretrained weights transferred (scope: {self.scope}): {len(self.loaded)} unique tensors, "
             f"{self.num_loaded_parameters:,} parameters loaded"
         ]
+        for key, pretrained_channels, network_channels in self.adapted:
+            lines.append(
+                f"  adapted input projection {key}: {pretrained_channels} -> {network_channels} input channels "
+                f"(repeated {network_channels}x, divided by {network_channels})"
+            )
         for reason, keys in self.skipped_by_reason().items():
             count = sum(self.numel.get(k, 0) for k in keys)
             examples = ", ".join(keys[:_MAX_EXAMPLE_KEYS]) + (
@@ -125,15 +140,82 @@ def _shape(shape: torch.Size | tuple[int, ...]) -> str:
     return "(" + ",".join(str(s) for s in shape) + ")"
 
 
+def _strip_wrappers(key: str) -> str:
+    """``key`` without wrapper prefixes (``module.``, ``_orig_mod.``)."""
+    while key.startswith(_WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
 def _normalized_checkpoint(checkpoint_weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Checkpoint keys with wrapper prefixes (``module.``, ``_orig_mod.``) removed."""
-    normalized = {}
-    for key, value in checkpoint_weights.items():
-        stripped = key
-        while stripped.startswith(_WRAPPER_PREFIXES):
-            stripped = stripped.split(".", 1)[1]
-        normalized[stripped] = value
-    return normalized
+    return {_strip_wrappers(key): value for key, value in checkpoint_weights.items()}
+
+
+def _in_proj_weight_keys(names: Sequence[str]) -> frozenset[str]:
+    """State-dict keys of the input-projection weights, from module names such as ``keys_to_in_proj``."""
+    return frozenset(
+        _strip_wrappers(name if name.endswith(WEIGHT_SUFFIX) else name + WEIGHT_SUFFIX) for name in names
+    )
+
+
+def checkpoint_in_proj_keys(checkpoint: Mapping) -> list[str] | None:
+    """The ``keys_to_in_proj`` a checkpoint records (adaptation plan, else nnssl metadata); None if none."""
+    for section in ("nnssl_adaptation_plan", "nnssl_metadata"):
+        info = checkpoint.get(section)
+        if isinstance(info, Mapping) and info.get("keys_to_in_proj"):
+            return [str(k) for k in info["keys_to_in_proj"]]
+    return None
+
+
+def adapt_in_proj_weight(weight: torch.Tensor, num_input_channels: int) -> torch.Tensor:
+    """Adapts a 1-input-channel projection kernel to ``num_input_channels`` input channels.
+
+    nnU-Net's rule (``PretrainedTrainer.load_pretrained_weights``): repeat along the input-channel axis,
+    divide by the new channel count. The sum over channels is the pretrained kernel, so an image whose
+    channels all hold the same values gives the pretrained activation.
+
+    Args:
+        weight: conv kernel of shape (out, 1, kz, ky, kx) (any number of spatial axes).
+        num_input_channels: C_new >= 1, the network's input channels.
+
+    Returns:
+        kernel of shape (out, C_new, kz, ky, kx), every input channel equal to ``weight[:, 0] / C_new``.
+
+    Raises:
+        NnsslError: when ``weight`` has not exactly one input channel (no published rule for that).
+    """
+    if weight.dim() < 3 or weight.shape[1] != 1 or num_input_channels < 1:
+        raise NnsslError(
+            f"cannot adapt an input projection of shape {_shape(weight.shape)} to {num_input_channels} "
+            f"input channels; only a 1-channel input projection is adapted"
+        )
+    repeats = (1, num_input_channels) + (1,) * (weight.dim() - 2)
+    return weight.repeat(*repeats) / num_input_channels
+
+
+def _channel_change(ckpt_shape: tuple[int, ...], net_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """(C_pre, C_new) when two conv kernel shapes (out, C, *k) differ only in the input-channel axis."""
+    if len(ckpt_shape) != len(net_shape) or len(net_shape) < 3:
+        return None
+    if ckpt_shape[0] != net_shape[0] or ckpt_shape[2:] != net_shape[2:]:
+        return None
+    return ckpt_shape[1], net_shape[1]
+
+
+def _shape_mismatch(
+    key: str, ckpt_shape: tuple[int, ...], net_shape: tuple[int, ...], is_in_proj: bool
+) -> tuple[str | None, tuple[int, int] | None]:
+    """For differing shapes: (mismatch message, None), or (None, (C_pre, C_new)) for an adaptable in-proj."""
+    change = _channel_change(ckpt_shape, net_shape) if is_in_proj else None
+    if change is not None and change[0] == 1:
+        return None, change
+    hint = (
+        f" (input channels {change[0]} -> {change[1]}: only a 1-channel input projection is adapted)"
+        if change is not None
+        else ""
+    )
+    return f"{key} checkpoint {_shape(ckpt_shape)} vs network {_shape(net_shape)}{hint}", None
 
 
 def _skip_reason(keys: list[str]) -> str:
@@ -147,8 +229,13 @@ def _plan_transfer(
     checkpoint: Mapping[str, torch.Tensor],
     scope: str,
     encoder_prefixes: tuple[str, ...],
+    in_proj_keys: frozenset[str] = frozenset(),
 ) -> tuple[TransferReport, list[tuple[str, str]], list[str]]:
-    """Classifies every unique tensor. Returns (report, [(network key, checkpoint key)], mismatches)."""
+    """Classifies every unique tensor. Returns (report, [(network key, checkpoint key)], mismatches).
+
+    A tensor whose alias keys meet ``in_proj_keys`` may differ from the checkpoint in its input-channel
+    axis (C_pre = 1); it is then listed in ``report.adapted``.
+    """
     report = TransferReport(scope=scope)
     pairs: list[tuple[str, str]] = []
     mismatches: list[str] = []
@@ -164,12 +251,16 @@ def _plan_transfer(
         net_shape = tuple(state[canonical].shape)
         if source is None:
             mismatches.append(f"{canonical} missing in checkpoint, network {_shape(net_shape)}")
-        elif tuple(checkpoint[source].shape) != net_shape:
-            ckpt_shape = checkpoint[source].shape
-            mismatches.append(f"{canonical} checkpoint {_shape(ckpt_shape)} vs network {_shape(net_shape)}")
-        else:
-            report.loaded.append(canonical)
-            pairs.append((canonical, source))
+            continue
+        ckpt_shape = tuple(checkpoint[source].shape)
+        if ckpt_shape != net_shape:
+            message, change = _shape_mismatch(canonical, ckpt_shape, net_shape, not in_proj_keys.isdisjoint(keys))
+            if message is not None:
+                mismatches.append(message)
+                continue
+            report.adapted.append((canonical, *change))
+        report.loaded.append(canonical)
+        pairs.append((canonical, source))
     for key in checkpoint:
         if key not in state and SEG_LAYER_MARKER not in "." + key:
             report.skipped.append((key, REASON_NOT_IN_NETWORK))
@@ -177,10 +268,23 @@ def _plan_transfer(
     return report, pairs, mismatches
 
 
+def _incompatible_error(mismatches: list[str]) -> NnsslError:
+    shown = "; ".join(mismatches[:_MAX_NAMED_MISMATCHES])
+    more = (
+        f"; and {len(mismatches) - _MAX_NAMED_MISMATCHES} more" if len(mismatches) > _MAX_NAMED_MISMATCHES else ""
+    )
+    return NnsslError(
+        f"checkpoint incompatible with the dataset's network: {shown}{more}; fine-tune with the plans "
+        f"and configuration the checkpoint was pretrained with (nnssl_plan_like_pretrained), or pretrain "
+        f"on this dataset's plans"
+    )
+
+
 def transfer_weights(
     network: nn.Module,
     checkpoint_weights: Mapping[str, torch.Tensor],
     scope: str = "encoder",
+    in_proj_keys: Sequence[str] | None = None,
 ) -> TransferReport:
     """Copies the in-scope tensors of ``checkpoint_weights`` into ``network`` in place.
 
@@ -190,10 +294,14 @@ def transfer_weights(
             shape (out_channels, in_channels, kz, ky, kx); CPU tensors are fine for a GPU network.
         scope: ``"encoder"`` (tensors under ``key_to_encoder`` and ``key_to_stem``) or ``"full"``
             (encoder and decoder). Segmentation layers (``.seg_layers.``) are never transferred.
+        in_proj_keys: module names (or weight keys) of the input projection, e.g. the checkpoint's
+            ``keys_to_in_proj``; default: the network's ``keys_to_in_proj``. Their weight may come as
+            (out, 1, kz, ky, kx) for a network of shape (out, C_new, kz, ky, kx): it is then adapted by
+            ``adapt_in_proj_weight`` and listed in ``report.adapted``.
 
     Raises:
-        NnsslError: when an in-scope tensor is missing from the checkpoint or has another shape; nothing
-            is copied in that case.
+        NnsslError: when an in-scope tensor is missing from the checkpoint or has another shape (other
+            than an adaptable input projection); nothing is copied in that case.
     """
     if scope not in SCOPES:
         raise NnsslError(f"transfer scope '{scope}' is unknown; use one of {', '.join(SCOPES)}")
@@ -202,23 +310,21 @@ def transfer_weights(
         str(getattr(plain, "key_to_encoder", "encoder")),
         str(getattr(plain, "key_to_stem", "encoder.stem")),
     )
+    if in_proj_keys is None:
+        in_proj_keys = tuple(getattr(plain, "keys_to_in_proj", ()))
     state = plain.state_dict(keep_vars=True)
     checkpoint = _normalized_checkpoint(checkpoint_weights)
-    report, pairs, mismatches = _plan_transfer(state, checkpoint, scope, encoder_prefixes)
+    report, pairs, mismatches = _plan_transfer(
+        state, checkpoint, scope, encoder_prefixes, _in_proj_weight_keys(in_proj_keys)
+    )
     if mismatches:
-        shown = "; ".join(mismatches[:_MAX_NAMED_MISMATCHES])
-        more = (
-            f"; and {len(mismatches) - _MAX_NAMED_MISMATCHES} more"
-            if len(mismatches) > _MAX_NAMED_MISMATCHES
-            else ""
-        )
-        raise NnsslError(
-            f"checkpoint incompatible with the dataset's network: {shown}{more}; fine-tune with the plans "
-            f"and configuration the checkpoint was pretrained with (nnssl_plan_like_pretrained), or pretrain "
-            f"on this dataset's plans"
-        )
+        raise _incompatible_error(mismatches)
+    adapted = {key: network_channels for key, _, network_channels in report.adapted}
     with torch.no_grad():
         for network_key, checkpoint_key in pairs:
-            state[network_key].copy_(checkpoint[checkpoint_key])
-    logger.debug("transferred %d tensors (scope %s)", len(pairs), scope)
+            value = checkpoint[checkpoint_key]
+            if network_key in adapted:
+                value = adapt_in_proj_weight(value, adapted[network_key])
+            state[network_key].copy_(value)
+    logger.debug("transferred %d tensors (scope %s), adapted %d", len(pairs), scope, len(adapted))
     return report

@@ -203,3 +203,26 @@ def test_errors_become_systemexit_with_one_line(env, tmp_path, monkeypatch):
         make_trainer().initialize()
     message = str(err.value.code)
     assert message.startswith(str(bad)) and f"{ENCODER_KEY} checkpoint (1,1,3,3,3) vs network (8,1,3,3,3)" in message
+
+
+def test_one_channel_pretraining_fine_tunes_a_two_channel_dataset(env, tmp_path, monkeypatch):
+    """1-channel checkpoint (with its adaptation plan), 2-channel dataset: the in-proj is adapted and logged."""
+    pretrained = weights(env)
+    checkpoint = tmp_path / "one_channel.pth"
+    keys_to_in_proj = ["encoder.stages.0.0.convs.0.all_modules.0", "encoder.stages.0.0.convs.0.conv"]
+    save_atomic({"network_weights": pretrained, "nnssl_adaptation_plan": {"keys_to_in_proj": keys_to_in_proj}},
+                str(checkpoint))
+    monkeypatch.setenv("nnssl_pretrained_weights", str(checkpoint))
+    plans = tiny_plans()
+    plans["continue_training"] = False
+    dataset_json = {**copy.deepcopy(DATASET_JSON), "channel_names": {"0": "LSM", "1": "LSM2"}}
+    trainer = nnSSLTrainer(plans, "3d_fullres", 0, dataset_json, device=CPU)
+    trainer.initialize()
+    state = trainer.network.state_dict()
+    w = pretrained[ENCODER_KEY]
+    assert w.shape == (8, 1, 3, 3, 3)
+    assert torch.equal(state[ENCODER_KEY], torch.cat([w * 0.5, w * 0.5], dim=1))
+    assert torch.equal(state["encoder.stages.0.0.convs.1.conv.weight"],
+                       pretrained["encoder.stages.0.0.convs.1.conv.weight"])
+    log = Path(trainer.log_file).read_text()
+    assert f"adapted input projection {ENCODER_KEY}: 1 -> 2 input channels" in log

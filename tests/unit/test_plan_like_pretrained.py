@@ -73,12 +73,13 @@ def _write_raw_dataset(raw: str, name: str, channels: dict, n_cases: int = 4) ->
         json.dump(dataset_json, f)
 
 
-def _write_checkpoint(path: str, spacing: list = PRETRAIN_SPACING, forward: list = (0, 1, 2)) -> None:
+def _write_checkpoint(path: str, spacing: list = PRETRAIN_SPACING, forward: list = (0, 1, 2),
+                      channels: int = 1) -> None:
     plans = {"configurations": {"3d_fullres": {"patch_size": [16, 32, 32], "architecture": ARCHITECTURE}}}
-    network = build_network(plans, "3d_fullres", 1, 1)
+    network = build_network(plans, "3d_fullres", channels, channels)
     metadata = {
         "nnssl_version": "0.1.0", "method": "mae", "plans": plans, "configuration": "3d_fullres",
-        "architecture": ARCHITECTURE, "num_input_channels": 1, "patch_size": [16, 32, 32],
+        "architecture": ARCHITECTURE, "num_input_channels": channels, "patch_size": [16, 32, 32],
         "spacing": list(spacing), "transpose_forward": list(forward),
         "transpose_backward": [list(forward).index(i) for i in range(3)],
         "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
@@ -103,10 +104,7 @@ def roots(tmp_path_factory):
 
         extract_fingerprints([501], num_processes=1, verbose=False, show_progress_bar=False)
     # 502: two channels; only its dataset.json and a fingerprint file matter for the conflict check
-    os.makedirs(os.path.join(env["nnUNet_raw"], "Dataset502_TwoCh"))
-    with open(os.path.join(env["nnUNet_raw"], "Dataset502_TwoCh", "dataset.json"), "w") as f:
-        json.dump({"channel_names": {"0": "a", "1": "b"}, "labels": {"background": 0, "x": 1},
-                   "numTraining": 4, "file_ending": ".nii.gz"}, f)
+    _write_raw_dataset(env["nnUNet_raw"], "Dataset502_TwoCh", {"0": "a", "1": "b"})
     os.makedirs(os.path.join(env["nnUNet_preprocessed"], "Dataset502_TwoCh"))
     shutil.copy(os.path.join(env["nnUNet_preprocessed"], "Dataset501_Toy", "dataset_fingerprint.json"),
                 os.path.join(env["nnUNet_preprocessed"], "Dataset502_TwoCh", "dataset_fingerprint.json"))
@@ -124,7 +122,9 @@ def roots(tmp_path_factory):
     # a pretraining whose axis order (y, z, x) differs from the one nnU-Net's planner picks, (x, z, y)
     permuted = os.path.join(base, "permuted", FINAL_CHECKPOINT)
     _write_checkpoint(permuted, spacing=[1.0, 1.0, 2.0], forward=[1, 0, 2])
-    return {**env, "inside": inside, "outside": outside, "permuted": permuted}
+    two_channel = os.path.join(base, "two_channel", FINAL_CHECKPOINT)
+    _write_checkpoint(two_channel, channels=2)
+    return {**env, "inside": inside, "outside": outside, "permuted": permuted, "two_channel": two_channel}
 
 
 @pytest.fixture(autouse=True)
@@ -190,7 +190,6 @@ def test_axis_order_follows_the_pretraining(roots):
 @pytest.mark.parametrize(
     ("dataset", "kwargs", "needle"),
     [
-        ("502", {}, "2 input channel(s)"),
         ("503", {}, "nnUNetv2_extract_fingerprint -d 503"),
         ("599", {}, "not found"),
         ("504", {}, "is 2D"),
@@ -204,6 +203,18 @@ def test_conflicts_are_one_line_errors(roots, dataset, kwargs, needle):
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_multi_channel_pretraining_needs_the_same_channels(roots):
+    with pytest.raises(NnsslError) as info:
+        plan_like_pretrained("501", roots["two_channel"])
+    assert "pretrained with 2; only a 1-channel" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_one_channel_pretraining_plans_a_two_channel_dataset(roots):
+    """The stem is adapted at fine-tuning (repeat + rescale), so planning goes ahead."""
+    result = plan_like_pretrained("502", roots["inside"], name="twoch")
+    assert os.path.isfile(result.plans_file)
+
+
 def test_round_patch_size():
     assert round_patch_size([20, 37, 3], [2, 4, 4]) == [20, 36, 4]
 
@@ -213,7 +224,7 @@ def test_cli_success_and_error(roots, capsys):
     out = capsys.readouterr().out
     assert "nnsslPlans_cli.json" in out and "patch size" in out
     with pytest.raises(SystemExit) as info:
-        cli.main(["-d", "502", "--pretrained", roots["inside"]])
+        cli.main(["-d", "501", "--pretrained", roots["two_channel"]])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("nnssl_plan_like_pretrained: error: ") and "Traceback" not in err

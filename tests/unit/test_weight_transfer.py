@@ -9,7 +9,14 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet, Resi
 from torch import nn
 
 from nnssl.errors import NnsslError
-from nnssl.trainers.weight_transfer import REASON_SEG_HEAD, TransferReport, transfer_weights, unwrap_network
+from nnssl.trainers.weight_transfer import (
+    REASON_SEG_HEAD,
+    TransferReport,
+    adapt_in_proj_weight,
+    checkpoint_in_proj_keys,
+    transfer_weights,
+    unwrap_network,
+)
 
 COMMON = dict(
     input_channels=1,
@@ -25,15 +32,16 @@ COMMON = dict(
 )
 
 
-def make_net(kind: str, num_classes: int, seed: int, features=(8, 16, 32)) -> nn.Module:
+def make_net(kind: str, num_classes: int, seed: int, features=(8, 16, 32), channels: int = 1) -> nn.Module:
     torch.manual_seed(seed)
+    common = {**COMMON, "input_channels": channels}
     if kind == "plain":
         net = PlainConvUNet(
             features_per_stage=features,
             n_conv_per_stage=2,
             num_classes=num_classes,
             n_conv_per_stage_decoder=2,
-            **COMMON,
+            **common,
         )
     else:
         net = ResidualEncoderUNet(
@@ -41,7 +49,7 @@ def make_net(kind: str, num_classes: int, seed: int, features=(8, 16, 32)) -> nn
             n_blocks_per_stage=(1, 1, 1),
             num_classes=num_classes,
             n_conv_per_stage_decoder=(1, 1),
-            **COMMON,
+            **common,
         )
     # Affine norm parameters start at 1/0 in every network: randomize so that "equal" means "copied".
     with torch.no_grad():
@@ -172,3 +180,116 @@ def test_transfer_into_ddp_wrapped_compiled_module(tmp_path):
         dist.destroy_process_group()
     key = "encoder.stages.2.0.convs.1.conv.weight"
     assert torch.equal(target.state_dict()[key], pretrained[key])
+
+
+# ---- input projection: 1-channel pretraining, C-channel fine-tuning -------------------------------------------
+
+IN_PROJ_WEIGHT = {
+    "plain": "encoder.stages.0.0.convs.0.conv.weight",
+    "resenc": "encoder.stem.convs.0.conv.weight",
+}
+IN_PROJ_BIAS = {kind: key.removesuffix(".weight") + ".bias" for kind, key in IN_PROJ_WEIGHT.items()}
+
+
+def expected_in_proj(w: torch.Tensor, channels: int) -> torch.Tensor:
+    """Written out by hand: copies of the (8, 1, 3, 3, 3) kernel, each scaled by 1/channels."""
+    if channels == 2:
+        return torch.cat([w * 0.5, w * 0.5], dim=1)
+    if channels == 3:
+        return torch.cat([w / 3, w / 3, w / 3], dim=1)
+    raise AssertionError(channels)
+
+
+@pytest.mark.parametrize("kind", ["plain", "resenc"])
+@pytest.mark.parametrize("channels", [2, 3])
+def test_one_channel_in_proj_is_repeated_and_scaled(kind, channels):
+    target = make_net(kind, num_classes=3, seed=0, channels=channels)
+    before = snapshot(target)
+    pretrained = snapshot(make_net(kind, num_classes=1, seed=1))
+    key = IN_PROJ_WEIGHT[kind]
+    assert pretrained[key].shape == (8, 1, 3, 3, 3) and before[key].shape == (8, channels, 3, 3, 3)
+
+    report = transfer_weights(target, pretrained)
+
+    after = target.state_dict()
+    expected = expected_in_proj(pretrained[key], channels)
+    assert torch.equal(after[key], expected)
+    # keys sharing the kernel: convs.0.all_modules.0.weight (and decoder.encoder.* in the plain U-Net)
+    aliases = {name for name, value in after.items() if value.data_ptr() == after[key].data_ptr()}
+    assert key.replace(".conv.", ".all_modules.0.") in aliases
+    for name, value in after.items():
+        if name in aliases:
+            assert torch.equal(value, expected), name
+        elif is_encoder(target, name) or name.startswith("decoder.encoder."):
+            assert torch.equal(value, pretrained[name]), name
+        else:
+            assert torch.equal(value, before[name]), name
+    assert report.adapted == [(key, 1, channels)]
+    assert key in report.loaded
+    assert f"adapted input projection {key}: 1 -> {channels} input channels" in report.format()
+
+
+def test_adapt_in_proj_weight_matches_handwritten_tensor_for_2d_kernels():
+    w = torch.randn(4, 1, 3, 3)
+    assert torch.equal(adapt_in_proj_weight(w, 2), torch.cat([w * 0.5, w * 0.5], dim=1))
+    assert torch.equal(adapt_in_proj_weight(w, 1), w)
+    with pytest.raises(NnsslError, match="only a 1-channel input projection is adapted"):
+        adapt_in_proj_weight(torch.randn(4, 2, 3, 3), 4)
+
+
+@pytest.mark.parametrize("kind", ["plain", "resenc"])
+def test_adapted_first_conv_keeps_the_activation_of_a_constant_image(kind):
+    pretrained_net = make_net(kind, num_classes=1, seed=1).eval()
+    target = make_net(kind, num_classes=3, seed=0, channels=2).eval()
+    transfer_weights(target, snapshot(pretrained_net))
+    conv_name = IN_PROJ_WEIGHT[kind].removesuffix(".weight")
+    conv_1ch, conv_2ch = pretrained_net.get_submodule(conv_name), target.get_submodule(conv_name)
+    assert conv_2ch.bias is not None and torch.equal(conv_2ch.bias, conv_1ch.bias)
+    image_1ch = torch.full((1, 1, 8, 8, 8), 0.7)
+    image_2ch = torch.full((1, 2, 8, 8, 8), 0.7)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_2ch(image_2ch), conv_1ch(image_1ch), rtol=1e-5, atol=1e-6)
+        # ...and therefore every encoder output (norms, nonlinearities and later stages are copied as they are)
+        for skip_2ch, skip_1ch in zip(target.encoder(image_2ch), pretrained_net.encoder(image_1ch), strict=True):
+            torch.testing.assert_close(skip_2ch, skip_1ch, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("pretrained_channels", "channels"), [(2, 1), (2, 4)])
+def test_other_channel_counts_still_fail_clearly(pretrained_channels, channels):
+    target = make_net("plain", num_classes=3, seed=0, channels=channels)
+    before = snapshot(target)
+    pretrained = snapshot(make_net("plain", num_classes=1, seed=1, channels=pretrained_channels))
+    with pytest.raises(NnsslError) as err:
+        transfer_weights(target, pretrained)
+    message = str(err.value)
+    key = IN_PROJ_WEIGHT["plain"]
+    assert message.startswith("checkpoint incompatible with the dataset's network: ")
+    assert (
+        f"{key} checkpoint (8,{pretrained_channels},3,3,3) vs network (8,{channels},3,3,3) (input channels "
+        f"{pretrained_channels} -> {channels}: only a 1-channel input projection is adapted)"
+    ) in message
+    assert "\n" not in message
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+def test_only_the_in_proj_may_change_channels():
+    target = make_net("plain", num_classes=3, seed=0, channels=2)
+    pretrained = snapshot(make_net("plain", num_classes=1, seed=1))
+    # the checkpoint names no input projection: the channel change is a plain mismatch
+    with pytest.raises(NnsslError, match=r"conv\.weight checkpoint \(8,1,3,3,3\) vs network \(8,2,3,3,3\);"):
+        transfer_weights(target, pretrained, in_proj_keys=())
+    # a checkpoint listing the key (module names, as in its keys_to_in_proj) is adapted
+    report = transfer_weights(target, pretrained, in_proj_keys=["encoder.stages.0.0.convs.0.all_modules.0"])
+    assert report.adapted == [(IN_PROJ_WEIGHT["plain"], 1, 2)]
+    # another tensor with an input-channel-like change is never adapted
+    wrong = dict(pretrained)
+    wrong["encoder.stages.1.0.convs.0.conv.weight"] = wrong["encoder.stages.1.0.convs.0.conv.weight"][:, :1]
+    with pytest.raises(NnsslError, match=r"stages\.1\.0\.convs\.0\.conv\.weight checkpoint \(16,1,3,3,3\) vs net"):
+        transfer_weights(target, wrong)
+
+
+def test_checkpoint_in_proj_keys_reads_the_adaptation_plan_then_the_metadata():
+    keys = ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]
+    assert checkpoint_in_proj_keys({"nnssl_adaptation_plan": {"keys_to_in_proj": keys}}) == keys
+    assert checkpoint_in_proj_keys({"nnssl_metadata": {"keys_to_in_proj": keys[:1]}}) == keys[:1]
+    assert checkpoint_in_proj_keys({"network_weights": {}}) is None
