@@ -35,7 +35,10 @@ def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
                         help="flow 2: channel names for nnU-Net's normalization choice (default LSM: z-score; "
                              "CT selects CT normalization)")
     parser.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                        help="spacing of TIFF images without a sidecar .json")
+                        help="spacing of TIFF, plane-folder and plain-Zarr images without a sidecar .json")
+    parser.add_argument("--blockwise-min-voxels", type=int, default=2**27, metavar="N",
+                        help="TIFF, plane-folder and Zarr cases with at least N voxels (all channels) are "
+                             "preprocessed block by block with bounded memory (default 2**27; 0: always)")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +49,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="default: the plans' patch size")
     parser.add_argument("--lr", type=float, default=1e-2, help="initial learning rate, poly decay (default 1e-2)")
+    parser.add_argument("--random-patch-fraction", type=float, default=0.05,
+                        help="fraction of patches drawn uniformly; the others are centred on tissue found at "
+                             "coarse resolution (default 0.05)")
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="fraction of cases held out for validation (default 0.1)")
     parser.add_argument("--save-every-iterations", type=int, default=0,
@@ -85,6 +91,7 @@ def _request(args: argparse.Namespace):
         "val_iterations": args.val_iterations, "batch_size": args.batch_size, "patch_size": args.patch_size,
         "initial_lr": args.lr, "seed": args.seed, "save_every_iterations": args.save_every_iterations,
         "preview_every": args.preview_every, "val_fraction": args.val_fraction,
+        "random_patch_fraction": args.random_patch_fraction,
     }
     return PretrainRequest(
         inputs=args.input, dataset=args.dataset, output_folder=args.output, plans_name=args.plans,
@@ -92,6 +99,7 @@ def _request(args: argparse.Namespace):
         features_per_stage=args.features_per_stage, channel_names=args.channel_names, spacing=args.spacing,
         device=args.device, compile=args.compile, num_workers=args.num_workers, num_processes=args.num_processes,
         continue_run=args.continue_run, progress_bar=not args.no_pbar, settings=settings,
+        blockwise_min_voxels=args.blockwise_min_voxels,
     )
 
 
@@ -100,6 +108,8 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         parser.error("--epochs and --iterations-per-epoch must be >= 1")
     if not 0.0 < args.mask_ratio < 1.0:
         parser.error("--mask-ratio must be between 0 and 1")
+    if not 0.0 <= args.random_patch_fraction <= 1.0:
+        parser.error("--random-patch-fraction must be between 0 and 1")
     if args.dataset is None and args.plans != "nnUNetPlans":
         parser.error("-p applies to flow 1 (-d); flow 2 names its plans after the planner (-pl)")
 
@@ -111,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
+        from nnssl.pretraining import distributed
         from nnssl.pretraining.pipeline import run
 
         final = run(_request(args))
-        print(f"nnssl_pretrain: pretrained checkpoint: {final}")
+        if distributed.is_main():  # under torchrun: once, not once per process
+            print(f"nnssl_pretrain: pretrained checkpoint: {final}")
         return 0
 
     return run_cli("nnssl_pretrain", body)

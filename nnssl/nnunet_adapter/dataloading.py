@@ -1,8 +1,11 @@
 """Patches of preprocessed unlabeled cases through nnU-Net's own loader and augmentation.
 
-Uses ``nnUNetDataLoader`` (random crops, no foreground oversampling: there are no labels) and
-``nnUNetTrainer.get_training_transforms`` (spatial, mirroring, intensity) without any copy of them;
-the nonzero-mask "seg" that nnU-Net stores travels along and is ignored by the SSL losses.
+Uses ``nnUNetDataLoader`` and ``nnUNetTrainer.get_training_transforms`` (spatial, mirroring, intensity)
+without any copy of them; the "seg" that nnU-Net stores travels along and is ignored by the SSL losses.
+Content-aware sampling reuses nnU-Net's foreground oversampling: each case's tissue locations are its
+``class_locations``, and each patch is centred on one of them with probability ``1 - random_fraction``
+(nnU-Net's probabilistic oversampling), else drawn uniformly. Cases are opened without memory mapping,
+so a worker holds the chunks of its patches, never a growing share of a large file.
 """
 
 from __future__ import annotations
@@ -38,17 +41,26 @@ def augmentation_parameters(patch_size: Sequence[int]) -> tuple:
     return nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(fake_trainer)
 
 
+class PatchReadingDataset(nnUNetDatasetBlosc2):
+    """nnU-Net's blosc2 dataset opened with plain reads instead of memory maps."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.mmap_kwargs = {}
+
+
 def _loader(folder: str, identifiers: list[str], batch_size: int, patch_size, final_patch_size,
-            plans: dict, dataset_json: dict, transforms) -> nnUNetDataLoader:
+            plans: dict, dataset_json: dict, transforms, random_fraction: float) -> nnUNetDataLoader:
     label_manager = PlansManager(plans).get_label_manager(dataset_json)
-    dataset = nnUNetDatasetBlosc2(folder, identifiers)
+    dataset = PatchReadingDataset(folder, identifiers)
     return nnUNetDataLoader(dataset, batch_size, patch_size, final_patch_size, label_manager,
-                            oversample_foreground_percent=0.0, transforms=transforms)
+                            oversample_foreground_percent=1.0 - random_fraction, transforms=transforms,
+                            probabilistic_oversampling=True)
 
 
 def training_batches(
     folder: str, identifiers: list[str], batch_size: int, patch_size: Sequence[int], plans: dict,
-    dataset_json: dict, num_workers: int, pin_memory: bool = False,
+    dataset_json: dict, num_workers: int, pin_memory: bool = False, random_fraction: float = 0.05,
 ) -> Iterator[dict]:
     """Endless augmented batches; ``batch['data']`` is (B, C, Z, Y, X) float32."""
     rotation, dummy_2d, initial_patch_size, mirror_axes = augmentation_parameters(patch_size)
@@ -56,7 +68,7 @@ def training_batches(
         list(patch_size), rotation, None, mirror_axes, dummy_2d, use_mask_for_norm=None,
     )
     loader = _loader(folder, identifiers, batch_size, initial_patch_size, list(patch_size), plans,
-                     dataset_json, transforms)
+                     dataset_json, transforms, random_fraction)
     if num_workers == 0:
         return SingleThreadedAugmenter(loader, None)
     return NonDetMultiThreadedAugmenter(loader, None, num_workers, num_cached=max(6, num_workers // 2),
@@ -65,16 +77,37 @@ def training_batches(
 
 def fixed_validation_batches(
     folder: str, identifiers: list[str], batch_size: int, patch_size: Sequence[int], plans: dict,
-    dataset_json: dict, num_batches: int, seed: int,
+    dataset_json: dict, num_batches: int, seed: int, random_fraction: float = 0.05,
 ) -> list[torch.Tensor]:
     """``num_batches`` un-augmented batches, drawn once with a fixed seed: a stable validation loss."""
     transforms = nnUNetTrainer.get_validation_transforms(None)
     loader = _loader(folder, identifiers, batch_size, list(patch_size), list(patch_size), plans,
-                     dataset_json, transforms)
+                     dataset_json, transforms, random_fraction)
     state = np.random.get_state()
     np.random.seed(seed)
     try:
         return [loader.generate_train_batch()["data"].float().clone() for _ in range(num_batches)]
+    finally:
+        np.random.set_state(state)
+
+
+def sample_patch_boxes(folder: str, identifiers: list[str], patch_size: Sequence[int], plans: dict,
+                       dataset_json: dict, num_patches: int, random_fraction: float, seed: int = 0) -> list[tuple]:
+    """(case, lower corner, upper corner) of ``num_patches`` patches as nnU-Net's loader places them
+    (its own ``get_do_oversample`` and ``get_bbox``), without reading voxels."""
+    loader = _loader(folder, identifiers, 1, list(patch_size), list(patch_size), plans, dataset_json, None,
+                     random_fraction)
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        boxes = []
+        for _ in range(num_patches):
+            case = identifiers[np.random.randint(len(identifiers))]
+            data, _, _, properties = loader._data.load_case(case)
+            force = loader.get_do_oversample(0)
+            lower, upper = loader.get_bbox(data.shape[1:], force, properties["class_locations"])
+            boxes.append((case, list(lower), list(upper)))
+        return boxes
     finally:
         np.random.set_state(state)
 

@@ -35,6 +35,26 @@ def analyze_unlabeled_case(data: np.ndarray, spacing, num_samples: int) -> dict:
     }
 
 
+def analyze_sample(samples: list[np.ndarray], shape, spacing, num_samples: int, seed: int = 1234) -> dict:
+    """Fingerprint entries of a volume too large to read whole, from a voxel sample of each channel.
+
+    The nonzero voxels of the sample stand for the foreground; the volume is not cropped.
+    """
+    rng = np.random.default_rng(seed)
+    intensities = []
+    for sample in samples:
+        foreground = sample[sample != 0]
+        if len(foreground) > num_samples:
+            foreground = rng.choice(foreground, num_samples, replace=False)
+        intensities.append(foreground.astype(np.float32))
+    return {
+        "shape_after_crop": tuple(int(s) for s in shape),
+        "spacing": [float(s) for s in spacing],
+        "intensities": intensities,
+        "relative_size_after_cropping": 1.0,
+    }
+
+
 def _channel_statistics(values: np.ndarray) -> dict:
     p00_5, median, p99_5 = np.percentile(values, (0.5, 50.0, 99.5))
     return {
@@ -49,11 +69,20 @@ def extract_fingerprint(
     load_case: Callable[[str], tuple[np.ndarray, dict]],
     num_channels: int,
     output_file: str,
+    sample_large_case: Callable[[str, int], dict] | None = None,
+    large_cases: frozenset[str] = frozenset(),
 ) -> dict:
-    """Writes nnU-Net's ``dataset_fingerprint.json`` for ``case_ids`` (read with ``load_case``)."""
+    """Writes nnU-Net's ``dataset_fingerprint.json`` for ``case_ids`` (read with ``load_case``).
+
+    Cases in ``large_cases`` are not read whole: ``sample_large_case(case_id, num_samples)`` gives their
+    entries (see ``analyze_sample``).
+    """
     samples_per_case = int(FOREGROUND_SAMPLES_TOTAL // max(1, len(case_ids)))
     results = []
     for case_id in case_ids:
+        if case_id in large_cases:
+            results.append(sample_large_case(case_id, samples_per_case))
+            continue
         data, properties = load_case(case_id)
         results.append(analyze_unlabeled_case(data, properties["spacing"], samples_per_case))
     per_channel = [

@@ -62,6 +62,9 @@ class PlanningWorkspace:
             "dataset": {case_id: {"images": files, "label": ""} for case_id, files in case_files.items()},
             "description": "unlabeled images for nnssl pretraining; labels are not used",
         }
+        if ending not in NNUNET_READABLE_ENDINGS:
+            # Zarr and plane folders are read by nnssl itself; the planner only needs some reader name
+            dataset_json.update(file_ending=".tif", overwrite_image_reader_writer="Tiff3DIO")
         os.makedirs(self.raw_dataset, exist_ok=True)
         os.makedirs(self.preprocessed_dataset, exist_ok=True)
         save_json(dataset_json, os.path.join(self.raw_dataset, "dataset.json"), sort_keys=False)
@@ -70,6 +73,9 @@ class PlanningWorkspace:
 
     def paths(self) -> contextlib.AbstractContextManager:
         return nnunet_paths(self.raw, self.preprocessed)
+
+
+NNUNET_READABLE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff")
 
 
 @contextlib.contextmanager

@@ -1,9 +1,14 @@
 """Preprocesses unlabeled cases with nnU-Net's own preprocessor into nnssl's own folder.
 
 The result is nnU-Net's on-disk format (``<case>.b2nd`` + ``<case>_seg.b2nd`` + ``<case>.pkl``), the seg
-being nnU-Net's nonzero mask. It is written into ``<target>.partial`` and renamed into place only when
-every case is done, so an interrupted run never leaves a folder that looks complete. A record of the
-inputs and plans lets a later run reuse the folder when nothing changed.
+being nnU-Net's nonzero mask. Volumes too large for memory are handed to a block-wise writer instead
+(``large_case_writer``), which writes the same format. Each case's tissue locations go into
+``class_locations`` (``nnssl.pretraining.tissue_sampling``).
+
+Everything is written into ``<target>.partial`` and renamed into place only when every case is done, so
+an interrupted run never leaves a folder that looks complete. An interrupted run is resumed: cases whose
+``.pkl`` exists are kept, the others redone (block-wise cases continue at their next slab), provided the
+inputs and plans are unchanged. A record of the inputs and plans lets a later run reuse the folder.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from multiprocessing import get_context
 
@@ -21,10 +27,14 @@ from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnU
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnssl.errors import NnsslError
+from nnssl.nnunet_adapter import case_store
+from nnssl.pretraining.tissue_sampling import locations_of_array
 
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = "nnssl_preprocessing.json"
+PENDING_RECORD_FILE = "nnssl_preprocessing.pending.json"
+LargeCaseWriter = Callable[[str, str], None]  # (case id, folder) -> writes the case block by block
 
 
 def _record(case_files: dict[str, list[str]], plans: dict, configuration: str) -> dict:
@@ -55,8 +65,8 @@ def preprocess_one(
     data, properties = load_case(case_id)
     preprocessor = cm.preprocessor_class(verbose=False)
     data, seg, properties = preprocessor.run_case_npy(data, None, properties, plans_manager, cm, dataset_json)
-    properties["class_locations"] = {}  # no labels: nnU-Net's loader never oversamples foreground here
     data = data.astype(np.float32, copy=False)
+    properties["class_locations"] = locations_of_array(data)  # tissue, not labels: there are none
     seg = seg.astype(np.int16, copy=False)
     blocks, chunks = comp_blosc2_params(data.shape, tuple(cm.patch_size), data.itemsize)
     blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, tuple(cm.patch_size), seg.itemsize)
@@ -65,6 +75,8 @@ def preprocess_one(
 
 
 def _run_all(case_ids, load_case, plans, configuration, dataset_json, partial, num_processes) -> None:
+    for case_id in case_ids:
+        case_store.remove_incomplete(partial, case_id)
     args = [(c, load_case, plans, configuration, dataset_json, partial) for c in case_ids]
     if num_processes <= 1 or len(case_ids) <= 1:
         for a in args:
@@ -72,6 +84,19 @@ def _run_all(case_ids, load_case, plans, configuration, dataset_json, partial, n
         return
     with get_context("spawn").Pool(min(num_processes, len(case_ids))) as pool:
         pool.starmap(preprocess_one, args)
+
+
+def _open_partial(partial: str, record: dict) -> None:
+    """Keeps an interrupted run's folder when it was made from the same inputs and plans, else starts anew."""
+    pending = os.path.join(partial, PENDING_RECORD_FILE)
+    if os.path.isfile(pending):
+        with open(pending) as f:
+            if json.load(f) == json.loads(json.dumps(record)):
+                return
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    with open(pending, "w") as f:
+        json.dump(record, f, indent=1)
 
 
 def preprocess_cases(
@@ -82,11 +107,13 @@ def preprocess_cases(
     dataset_json: dict,
     output_folder: str,
     num_processes: int = 1,
+    large_cases: frozenset[str] = frozenset(),
+    large_case_writer: LargeCaseWriter | None = None,
 ) -> list[str]:
     """Preprocesses every case of ``case_files`` into ``output_folder``; returns the case identifiers.
 
     ``load_case(case_id)`` returns (data (C, Z, Y, X), properties with 'spacing') and must be picklable
-    when ``num_processes > 1``.
+    when ``num_processes > 1``. Cases in ``large_cases`` go to ``large_case_writer`` instead.
     """
     if not case_files:
         raise NnsslError("no usable unlabeled case left to preprocess; add 3D images to the input folder")
@@ -94,15 +121,20 @@ def preprocess_cases(
         logger.info("%s: preprocessed data is up to date, reusing it", output_folder)
         return sorted(case_files)
     partial = output_folder + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    try:
-        _run_all(sorted(case_files), load_case, plans, configuration, dataset_json, partial, num_processes)
-        with open(os.path.join(partial, RECORD_FILE), "w") as f:
-            json.dump(_record(case_files, plans, configuration), f, indent=1)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    record = _record(case_files, plans, configuration)
+    _open_partial(partial, record)
+    todo = [c for c in sorted(case_files) if not case_store.is_complete(partial, c)]
+    if len(todo) < len(case_files):
+        logger.info("%s: resuming, %d of %d cases already done", partial, len(case_files) - len(todo),
+                    len(case_files))
+    small = [c for c in todo if c not in large_cases]
+    _run_all(small, load_case, plans, configuration, dataset_json, partial, num_processes)
+    for case_id in (c for c in todo if c in large_cases):
+        logger.info("%s: preprocessing block by block (larger than the whole-volume limit)", case_id)
+        started = time.perf_counter()
+        large_case_writer(case_id, partial)
+        logger.info("%s: preprocessed block by block in %.1f s", case_id, time.perf_counter() - started)
+    os.replace(os.path.join(partial, PENDING_RECORD_FILE), os.path.join(partial, RECORD_FILE))
     old = output_folder + ".old"
     if os.path.isdir(output_folder):
         shutil.rmtree(old, ignore_errors=True)

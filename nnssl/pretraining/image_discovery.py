@@ -1,8 +1,11 @@
 """Finds unlabeled 3D images in a folder tree and groups them into cases, reading headers only.
 
-Naming: nnU-Net's ``CASE_XXXX.ext`` (channel XXXX) or plain ``NAME.ext`` (one channel). TIFF spacing
-comes from a sidecar ``CASE.json`` / ``NAME.json`` (``{"spacing": [z, y, x]}``), else ``--spacing``,
-else (1, 1, 1) with a warning naming the file. Everything here is cheap: no torch, no nnU-Net.
+Naming: nnU-Net's ``CASE_XXXX.ext`` (channel XXXX) or plain ``NAME.ext`` (one channel). Besides image
+files, a case can be a Zarr / OME-Zarr folder (``NAME.zarr``, ``NAME.ome.zarr``) or a folder of 2D TIFF
+planes (a folder holding at least two TIFF files, the first of them 2D; named like a file without
+ending). TIFF, plane-folder and plain-Zarr spacing comes from a sidecar ``CASE.json`` / ``NAME.json``
+(``{"spacing": [z, y, x]}``), else ``--spacing``, else (1, 1, 1) with a warning naming the file; OME-Zarr
+carries its own. Everything here is cheap: no torch, no nnU-Net, no voxel data.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff")
 TIFF_ENDINGS = (".tif", ".tiff")
+ZARR_ENDINGS = (".ome.zarr", ".zarr")
+PLANES = ""  # the "ending" of a folder of 2D TIFF planes
+LAZY_ENDINGS = (*TIFF_ENDINGS, *ZARR_ENDINGS, PLANES)  # read region by region (nnssl.pretraining.lazy_volumes)
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -30,17 +36,39 @@ class UnlabeledCase:
     identifier: str
     image_files: list[str]
     file_ending: str
-    tiff_spacing: list[float] | None = field(default=None)
+    tiff_spacing: list[float] | None = field(default=None)  # spacing for formats without one in the header
+    target_spacing: list[float] | None = field(default=None)  # picks an OME-Zarr level once plans are known
 
 
 def file_ending(path: str) -> str | None:
-    lower = path.lower()
+    lower = path.lower().rstrip("/")
+    if os.path.isdir(path):
+        if lower.endswith(ZARR_ENDINGS):
+            return next(e for e in ZARR_ENDINGS if lower.endswith(e))
+        return PLANES if is_plane_folder(path) else None
     return next((e for e in SUPPORTED_ENDINGS if lower.endswith(e)), None)
+
+
+def is_plane_folder(folder: str) -> bool:
+    """At least two TIFF files directly inside, the first (natural order) being 2D."""
+    from nnssl.pretraining.lazy_volumes import plane_files
+
+    files = plane_files(folder)
+    if len(files) < 2:
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(files[0]) as tif:
+            return len([s for s in tif.series[0].shape if s > 1]) == 2
+    except Exception:
+        return False  # unreadable: reported as a file of its own
 
 
 def _split_name(path: str, ending: str) -> tuple[str, int, bool]:
     """file name -> (case name, channel, nnU-Net naming?)"""
-    stem = os.path.basename(path)[: -len(ending)]
+    name = os.path.basename(path.rstrip("/"))
+    stem = name[: len(name) - len(ending)]
     match = _CHANNEL_SUFFIX.match(stem)
     if match:
         return match.group("case"), int(match.group("channel")), True
@@ -48,11 +76,17 @@ def _split_name(path: str, ending: str) -> tuple[str, int, bool]:
 
 
 def _scan(folder: str) -> list[str]:
+    """Image files, Zarr folders and plane folders under ``folder`` (which may itself be one)."""
+    if file_ending(folder) is not None:
+        return [folder]
     files = []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and file_ending(n))
-    return files
+        volume_dirs = [d for d in dirs if not d.startswith(".") and file_ending(os.path.join(root, d)) is not None]
+        files.extend(os.path.join(root, d) for d in sorted(volume_dirs))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in volume_dirs)
+        files.extend(os.path.join(root, n) for n in sorted(names)
+                     if not n.startswith(".") and file_ending(os.path.join(root, n)))
+    return sorted(files)
 
 
 def _group(folder: str, files: list[str]) -> dict[str, dict[int, str]]:
@@ -60,7 +94,7 @@ def _group(folder: str, files: list[str]) -> dict[str, dict[int, str]]:
     for path in files:
         ending = file_ending(path)
         name, channel, _ = _split_name(path, ending)
-        rel_dir = os.path.relpath(os.path.dirname(path), folder)
+        rel_dir = "." if path == folder else os.path.relpath(os.path.dirname(path), folder)
         identifier = name if rel_dir == "." else rel_dir.replace(os.sep, "__") + "__" + name
         channels = cases.setdefault(identifier, {})
         if channel in channels:
@@ -123,12 +157,22 @@ def _make_case(identifier: str, channels: dict[int, str], spacing: Sequence[floa
         raise NnsslError(f"{ordered[0]}: case '{identifier}' mixes file types {sorted(endings)}; use one type")
     ending = endings.pop()
     case = UnlabeledCase(identifier, ordered, ending)
-    if ending in TIFF_ENDINGS:
+    if ending in LAZY_ENDINGS:
         case.tiff_spacing = _sidecar_spacing(ordered, ending) or (list(map(float, spacing)) if spacing else None)
-        if case.tiff_spacing is None:
-            logger.warning("%s: TIFF without spacing (no sidecar .json, no --spacing); assuming 1 1 1", ordered[0])
+        if case.tiff_spacing is None and ending not in ZARR_ENDINGS:  # OME-Zarr carries its spacing
+            logger.warning("%s: image without spacing (no sidecar .json, no --spacing); assuming 1 1 1", ordered[0])
             case.tiff_spacing = [1.0, 1.0, 1.0]
     return case
+
+
+def channel_count(case: UnlabeledCase) -> int:
+    """Channels of a case: one per file, or the channel axis of a Zarr image."""
+    if case.file_ending not in ZARR_ENDINGS:
+        return len(case.image_files)
+    from nnssl.pretraining.ome_zarr import open_image
+
+    images = [open_image(f) for f in case.image_files]
+    return sum(image.array.shape[0] if image.channel_axis else 1 for image in images)
 
 
 def _check_unique_identifiers(cases: list[UnlabeledCase]) -> None:
@@ -143,9 +187,10 @@ def _check_unique_identifiers(cases: list[UnlabeledCase]) -> None:
 
 
 def _check_channel_counts(cases: list[UnlabeledCase], expected: int | None) -> None:
-    counts = {len(c.image_files) for c in cases}
+    channels = {c.identifier: channel_count(c) for c in cases}
+    counts = set(channels.values())
     if len(counts) > 1:
-        by_count = {n: next(c for c in cases if len(c.image_files) == n) for n in sorted(counts)}
+        by_count = {n: next(c for c in cases if channels[c.identifier] == n) for n in sorted(counts)}
         examples = "; ".join(f"{c.identifier} has {n}" for n, c in by_count.items())
         raise NnsslError(
             f"{by_count[max(counts)].image_files[0]}: cases have differing channel counts ({examples}); "
@@ -154,6 +199,6 @@ def _check_channel_counts(cases: list[UnlabeledCase], expected: int | None) -> N
     if expected is not None and counts and counts != {expected}:
         case = cases[0]
         raise NnsslError(
-            f"{case.image_files[0]}: {len(case.image_files)} channel(s) per case but the dataset has {expected}; "
+            f"{case.image_files[0]}: {channels[case.identifier]} channel(s) per case but the dataset has {expected}; "
             f"name the channels CASE_0000 .. CASE_{expected - 1:04d}"
         )

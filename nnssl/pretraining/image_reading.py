@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining.image_discovery import TIFF_ENDINGS, UnlabeledCase
+from nnssl.pretraining.image_discovery import PLANES, TIFF_ENDINGS, ZARR_ENDINGS, UnlabeledCase
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ def _first_line(e: Exception) -> str:
 
 def check_case_header(case: UnlabeledCase) -> None:
     """Raises for a 2D, 4D/vector or unreadable image, looking at headers only."""
+    if case.file_ending in (*ZARR_ENDINGS, PLANES):
+        from nnssl.pretraining.lazy_volumes import open_case_volumes
+
+        open_case_volumes(case)
+        return
     for path in case.image_files:
         shape = _header_shape(path, case.file_ending)
         if -1 in shape:
@@ -73,6 +78,13 @@ def _reader_for(ending: str):
 def read_case(case: UnlabeledCase) -> tuple[np.ndarray, dict]:
     """Returns (data (C, Z, Y, X) float32, nnU-Net properties with 'spacing') of a valid case."""
     check_case_header(case)
+    if case.file_ending in (*ZARR_ENDINGS, PLANES):  # formats nnU-Net has no reader for
+        from nnssl.pretraining.lazy_volumes import open_case_volumes, read_whole
+
+        volumes = open_case_volumes(case)
+        data, properties = read_whole(volumes), {"spacing": list(volumes[0].spacing)}
+        _check_voxels(case, data)
+        return data, properties
     reader = _reader_for(case.file_ending)
     try:
         # Tiff3DIO prints its own spacing warning for plain names; nnssl resolved the spacing already
@@ -89,12 +101,20 @@ def read_case(case: UnlabeledCase) -> tuple[np.ndarray, dict]:
 
 
 def _check_voxels(case: UnlabeledCase, data: np.ndarray) -> None:
-    for channel, path in enumerate(case.image_files):
-        values = data[channel]
+    for channel, values in enumerate(data):
+        path = case.image_files[min(channel, len(case.image_files) - 1)]
         if not np.isfinite(values).all():
             raise NnsslError(f"{path}: contains NaN or Inf voxels; fix or remove this image")
         if values.min() == values.max():
             raise ConstantImageError(f"{path}: constant image (every voxel {values.flat[0]:g}); skipped")
+
+
+def check_case_sample(case: UnlabeledCase) -> None:
+    """Voxel checks of a volume too large to read whole: on a sample of evenly spaced planes."""
+    from nnssl.pretraining.lazy_volumes import open_case_volumes, sample_voxels
+
+    samples = sample_voxels(open_case_volumes(case))
+    _check_voxels(case, samples)
 
 
 class CaseLoader:

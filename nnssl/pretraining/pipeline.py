@@ -12,11 +12,16 @@ import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining import run_folder
-from nnssl.pretraining.image_discovery import UnlabeledCase, discover_cases
-from nnssl.pretraining.image_reading import CaseLoader, ConstantImageError, check_case_header
+from nnssl.pretraining import distributed, run_folder
+from nnssl.pretraining.image_discovery import LAZY_ENDINGS, UnlabeledCase, discover_cases
+from nnssl.pretraining.image_reading import CaseLoader, ConstantImageError, check_case_header, check_case_sample
+from nnssl.pretraining.lazy_volumes import case_voxels
+
+if TYPE_CHECKING:  # torch and nnU-Net load after the cheap checks
+    from nnssl.pretraining.trainer import PretrainData
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +46,23 @@ class PretrainRequest:
     num_processes: int = 1
     continue_run: bool = False
     progress_bar: bool = True
+    blockwise_min_voxels: int = 2**27  # TIFF / Zarr / plane folders this large are preprocessed block by block
     settings: dict = field(default_factory=dict)  # PretrainSettings fields
 
 
-def _check_cases(cases: list[UnlabeledCase]) -> list[UnlabeledCase]:
-    """Headers first (cheap), then voxels; constant images are skipped with a warning."""
+def _check_cases(cases: list[UnlabeledCase], blockwise_min_voxels: int) -> list[UnlabeledCase]:
+    """Headers first (cheap), then voxels (of a sample of planes for volumes preprocessed block by block);
+    constant images are skipped with a warning."""
     for case in cases:
         check_case_header(case)
     usable = []
     loader = CaseLoader({c.identifier: c for c in cases})
     for case in cases:
         try:
-            loader(case.identifier)
+            if case.file_ending in LAZY_ENDINGS and case_voxels(case) >= blockwise_min_voxels:
+                check_case_sample(case)
+            else:
+                loader(case.identifier)
             usable.append(case)
         except ConstantImageError as e:
             logger.warning("%s", e)
@@ -90,41 +100,76 @@ def _expected_channels(dataset_folder: str) -> int:
         return len(json.load(f)["channel_names"])
 
 
-def prepare(request: PretrainRequest) -> tuple[str, list[UnlabeledCase], str | None]:
-    """Cheap checks; returns (run folder, usable cases, flow-1 dataset folder or None)."""
+def prepare(request: PretrainRequest, check_voxels: bool = True) -> tuple[str, list[UnlabeledCase], str | None]:
+    """Cheap checks, then (``check_voxels``) the voxel checks; returns (run folder, usable cases, flow-1
+    dataset folder or None)."""
     dataset_folder = None
     if request.dataset is not None:
         dataset_folder, out = _flow1_locations(request)
         expected = _expected_channels(dataset_folder)
     else:
         out, expected = os.path.abspath(request.output_folder), None
+    if request.continue_run and not run_folder.holds_run(out) and os.path.isdir(out):
+        # interrupted while preprocessing: no run yet, but the finished part of the preprocessing is reused
+        logger.info("%s: preprocessing was interrupted; resuming it with this command's settings", out)
+        request.continue_run = False
     if request.continue_run:
         run_folder.read_run_file(out)
     else:
         run_folder.check_fresh_output(out)
     cases = discover_cases(request.inputs, request.spacing, expected)
-    return out, _check_cases(cases), dataset_folder
+    if not check_voxels:
+        return out, cases, dataset_folder
+    return out, _check_cases(cases, request.blockwise_min_voxels), dataset_folder
 
 
-def run(request: PretrainRequest) -> str:
-    """Runs ``nnssl_pretrain``; returns the final checkpoint's path."""
-    out, cases, dataset_folder = prepare(request)
-    final = os.path.join(out, "checkpoint_final.pth")
-    if request.continue_run and os.path.isfile(final):
-        logger.info("%s: this run is already finished", final)
-        return final
-    if request.continue_run:
-        request.settings = run_folder.read_run_file(out)["settings"]
+def _plan(request: PretrainRequest, cases: list[UnlabeledCase], out: str,
+          dataset_folder: str | None) -> PretrainData:
+    """Plans and preprocesses (a folder created here is removed again when that fails), then writes the run
+    file; returns the ``PretrainData``."""
     created = not os.path.isdir(out)
     try:
-        from nnssl.pretraining.pipeline_steps import plan_and_preprocess
+        from nnssl.pretraining.pipeline_steps import check_batch_split, plan_and_preprocess
 
         data = plan_and_preprocess(request, cases, out, dataset_folder)
+        check_batch_split(request, data)
+    except KeyboardInterrupt:
+        raise  # finished preprocessing stays for the next run (unfinished cases are marked .partial)
     except BaseException:
         if created and not request.continue_run:
             shutil.rmtree(out, ignore_errors=True)  # nothing half-written
         raise
-    from nnssl.pretraining.pipeline_steps import pretrain
-
     run_folder.write_run_file(out, {"request": asdict(request), "settings": request.settings})
-    return pretrain(request, data, out)
+    return data
+
+
+def run(request: PretrainRequest) -> str:
+    """Runs ``nnssl_pretrain``; returns the final checkpoint's path.
+
+    Under ``torchrun`` every process runs the cheap checks; rank 0 alone checks the voxels, plans,
+    preprocesses and writes the run file while the others wait, then every process trains on the
+    same preprocessed data (``nnssl.pretraining.distributed``: a shared file system across nodes).
+    """
+    main = distributed.is_main()
+    out, cases, dataset_folder = prepare(request, check_voxels=main)
+    final = os.path.join(out, "checkpoint_final.pth")
+    if request.continue_run and os.path.isfile(final):
+        if main:
+            logger.info("%s: this run is already finished", final)
+        return final
+    if request.continue_run:
+        request.settings = run_folder.read_run_file(out)["settings"]
+    batch_size = request.settings.get("batch_size")
+    if distributed.world_size() > 1 and batch_size and batch_size < distributed.world_size():
+        raise NnsslError(f"-b {batch_size}: smaller than the number of processes ({distributed.world_size()}); "
+                         f"every process needs at least one sample of the batch")
+    distributed.init(request.device)
+    try:
+        distributed.barrier()  # every process has checked the output folder before rank 0 writes into it
+        data = distributed.run_on_main(lambda: _plan(request, cases, out, dataset_folder),
+                                       "planning and preprocessing")
+        from nnssl.pretraining.pipeline_steps import pretrain
+
+        return pretrain(request, data, out)
+    finally:
+        distributed.cleanup()

@@ -11,13 +11,15 @@ from batchgenerators.utilities.file_and_folder_operations import load_json, save
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import dataloading, fingerprint, planning, preprocess
 from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
+from nnssl.pretraining import blockwise_preprocessing as blockwise
 from nnssl.pretraining import checkpoint as ckpt
-from nnssl.pretraining.image_discovery import UnlabeledCase
+from nnssl.pretraining import distributed
+from nnssl.pretraining.image_discovery import UnlabeledCase, channel_count
 from nnssl.pretraining.image_reading import CaseLoader
 from nnssl.pretraining.pipeline import PretrainRequest
 from nnssl.pretraining.registry import get_method
 from nnssl.pretraining.reporting import add_file_log
-from nnssl.pretraining.trainer import PretrainData, Pretrainer, PretrainSettings
+from nnssl.pretraining.trainer import PretrainData, Pretrainer, PretrainSettings, local_batch_size
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +36,17 @@ def _check_patch_size(plans: dict, configuration: str, patch_size: list[int] | N
 def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: str) -> tuple[dict, dict, str]:
     """Flow 2: fingerprint + nnU-Net planner in the private workspace; returns (plans, dataset_json, data root)."""
     workspace = planning.PlanningWorkspace(out)
-    n_channels = len(cases[0].image_files)
+    n_channels = channel_count(cases[0])
     names = request.channel_names or ["LSM"] * n_channels
     if len(names) != n_channels:
         raise NnsslError(f"--channel-names: {len(names)} given but the images have {n_channels} channel(s)")
     case_files = {c.identifier: c.image_files for c in cases}
     dataset_json = workspace.write_dataset_json(case_files, names, cases[0].file_ending)
-    loader = CaseLoader({c.identifier: c for c in cases})
+    by_id = {c.identifier: c for c in cases}
     logger.info("extracting nnU-Net's dataset fingerprint of %d unlabeled cases", len(cases))
-    fingerprint.extract_fingerprint(sorted(case_files), loader, n_channels, workspace.fingerprint_file)
+    fingerprint.extract_fingerprint(sorted(case_files), CaseLoader(by_id), n_channels, workspace.fingerprint_file,
+                                    lambda case_id, n: blockwise.fingerprint_entry(by_id[case_id], n),
+                                    _large_cases(cases, request.blockwise_min_voxels))
     logger.info("planning with nnU-Net's %s", request.planner)
     plans = planning.plan_workspace(workspace, request.planner, request.gpu_memory_target)
     config = request.configuration
@@ -81,13 +85,34 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
     _check_patch_size(plans, request.configuration, request.settings.get("patch_size"))
     cm = get_configuration(plans, request.configuration)
     data_folder = os.path.join(data_root, f"nnssl_{cm.data_identifier}")
-    logger.info("preprocessing %d unlabeled cases with nnU-Net's %s into %s", len(cases), cm.preprocessor_name,
-                data_folder)
+    target_spacing = [0.0] * 3
+    for axis, original_axis in enumerate(plans["transpose_forward"]):
+        target_spacing[original_axis] = float(cm.spacing[axis])
+    for case in cases:
+        case.target_spacing = target_spacing  # the OME-Zarr level closest to the plans' spacing
+    large = _large_cases(cases, request.blockwise_min_voxels)
+    logger.info("preprocessing %d unlabeled cases (%d block by block) with nnU-Net's %s into %s", len(cases),
+                len(large), cm.preprocessor_name, data_folder)
+    target = blockwise.BlockwiseTarget(
+        list(plans["transpose_forward"]), list(cm.spacing), list(cm.patch_size), list(cm.normalization_schemes),
+        list(cm.use_mask_for_norm), plans["foreground_intensity_properties_per_channel"],
+    )
+    by_id = {c.identifier: c for c in cases}
     identifiers = preprocess.preprocess_cases(
-        {c.identifier: c.image_files for c in cases}, CaseLoader({c.identifier: c for c in cases}), plans,
-        request.configuration, dataset_json, data_folder, request.num_processes,
+        {c.identifier: c.image_files for c in cases}, CaseLoader(by_id), plans, request.configuration,
+        dataset_json, data_folder, request.num_processes, large, blockwise.LargeCaseWriter(by_id, target),
     )
     return PretrainData(plans, request.configuration, dataset_json, data_folder, identifiers)
+
+
+def _large_cases(cases: list[UnlabeledCase], min_voxels: int) -> frozenset[str]:
+    return frozenset(c.identifier for c in cases if blockwise.is_large_case(c, min_voxels))
+
+
+def check_batch_split(request: PretrainRequest, data: PretrainData) -> None:
+    """Under torchrun: the global batch (-b or the plans') must give every process at least one sample."""
+    planned = get_configuration(data.plans, data.configuration).batch_size
+    local_batch_size(int(request.settings.get("batch_size") or planned), distributed.world_size(), distributed.rank())
 
 
 def _device(name: str) -> torch.device:
@@ -95,26 +120,37 @@ def _device(name: str) -> torch.device:
         raise NnsslError("-device cuda: no CUDA device available; use -device cpu (slow) or a GPU machine")
     if name == "mps" and not torch.backends.mps.is_available():
         raise NnsslError("-device mps: MPS is not available on this machine; use -device cpu")
+    if name == "cuda" and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.local_rank())  # one GPU per process
     return torch.device(name)
 
 
 def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
-    """Writes plans/dataset.json next to the run and trains (resuming from checkpoint_latest if asked)."""
-    os.makedirs(out, exist_ok=True)
-    handler = add_file_log(out)
+    """Writes plans/dataset.json next to the run and trains (resuming from checkpoint_latest if asked).
+
+    Under torchrun every process trains and resumes from the same checkpoint; rank 0 alone writes.
+    """
+    main = distributed.is_main()
+    handler = None
+    if main:
+        os.makedirs(out, exist_ok=True)
+        handler = add_file_log(out)
     try:
-        save_json(data.plans, os.path.join(out, "plans.json"), sort_keys=False)
-        save_json(data.dataset_json, os.path.join(out, "dataset.json"), sort_keys=False)
+        if main:
+            save_json(data.plans, os.path.join(out, "plans.json"), sort_keys=False)
+            save_json(data.dataset_json, os.path.join(out, "dataset.json"), sort_keys=False)
         device = _device(request.device)
         workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
-        trainer = Pretrainer(data, PretrainSettings(**request.settings), out, device, request.compile, workers,
-                             request.progress_bar)
-        ckpt.remove_stale_temporaries(out)
         latest = os.path.join(out, ckpt.LATEST_CHECKPOINT)
         resume = latest if request.continue_run and os.path.isfile(latest) else None
-        if request.continue_run and resume is None:
-            logger.warning("%s: no checkpoint yet, starting this run from the beginning", out)
+        trainer = Pretrainer(data, PretrainSettings(**request.settings), out, device, request.compile, workers,
+                             request.progress_bar)
+        if main:
+            ckpt.remove_stale_temporaries(out)
+            if request.continue_run and resume is None:
+                logger.warning("%s: no checkpoint yet, starting this run from the beginning", out)
         return trainer.run(resume_from=resume)
     finally:
-        logging.getLogger("nnssl").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("nnssl").removeHandler(handler)
+            handler.close()

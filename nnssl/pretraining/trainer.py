@@ -1,8 +1,20 @@
 """The pretraining loop: epochs x iterations, poly LR, AMP on CUDA, gradient clipping, validation,
-atomic checkpoints and ``--continue``.
+atomic checkpoints and ``--continue``; DistributedDataParallel under ``torchrun``.
 
 Network, data and augmentation come from nnU-Net through ``nnssl.nnunet_adapter``; the SSL objective
 from a registered method (``nnssl.pretraining.registry``).
+
+With several processes (``nnssl.pretraining.distributed``) every process runs this loop:
+
+* the global batch (``-b`` or the plans') is split over the processes as nnU-Net splits it
+  (``local_batch_size``); each process does ``iterations_per_epoch`` steps per epoch;
+* process ``r`` seeds its data sampling and masks with ``seed + r``, so the processes see different
+  patches and masks (process 0 draws exactly what a single process draws);
+* validation runs in every process on its own fixed batches (drawn with ``seed + r``, same masks
+  every epoch) with the plain network; the losses are averaged over the processes;
+* rank 0 alone writes the log, figures and checkpoints; a checkpoint also holds every process's
+  random state and partial-epoch losses (``rank_states``), so ``--continue`` with the same number
+  of processes resumes each process where it stopped.
 """
 
 from __future__ import annotations
@@ -20,9 +32,11 @@ import torch
 from tqdm import tqdm
 
 import nnssl
+from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import dataloading
 from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
 from nnssl.pretraining import checkpoint as ckpt
+from nnssl.pretraining import distributed
 from nnssl.pretraining.methods.base import SSLMethod
 from nnssl.pretraining.registry import get_method
 from nnssl.pretraining.reporting import plot_progress, save_preview
@@ -49,6 +63,7 @@ class PretrainSettings:
     save_every_iterations: int = 0  # 0: checkpoint_latest at the end of every epoch only
     preview_every: int = 10
     val_fraction: float = 0.1
+    random_patch_fraction: float = 0.05  # patches drawn uniformly; the others are centred on tissue
 
 
 @dataclass
@@ -79,6 +94,28 @@ def poly_lr(initial_lr: float, epoch: int, max_epochs: int, exponent: float = 0.
     return initial_lr * (1 - epoch / max_epochs) ** exponent
 
 
+def local_batch_size(global_batch_size: int, world_size: int, rank: int) -> int:
+    """nnU-Net's DDP split (``nnUNetTrainer._set_batch_size_and_oversample``): every process gets
+    ``global // world``, the first ``global % world`` processes one more."""
+    if global_batch_size < world_size:
+        raise NnsslError(f"batch size {global_batch_size}: smaller than the number of processes ({world_size}); "
+                         f"every process needs at least one sample: pass -b {world_size} or more, or start "
+                         f"fewer processes")
+    return global_batch_size // world_size + (1 if rank < global_batch_size % world_size else 0)
+
+
+def unused_head_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter] | None:
+    """Parameters no loss reaches: without deep supervision nnU-Net's decoder uses only its last
+    segmentation head. None for a network whose decoder this does not recognise."""
+    decoder = getattr(network, "decoder", None)
+    heads = getattr(decoder, "seg_layers", None)
+    if not isinstance(heads, torch.nn.ModuleList) or not hasattr(decoder, "deep_supervision"):
+        return None
+    if decoder.deep_supervision:
+        return []
+    return [p for head in heads[:-1] for p in head.parameters()]
+
+
 class Pretrainer:
     """One pretraining run writing into ``output_folder``."""
 
@@ -88,21 +125,41 @@ class Pretrainer:
         self.data, self.settings, self.output_folder = data, settings, output_folder
         self.device, self.num_workers, self.progress_bar = device, num_workers, progress_bar
         cm = get_configuration(data.plans, data.configuration)
+        self.world_size, self.rank = distributed.world_size(), distributed.rank()
         self.patch_size = list(settings.patch_size or cm.patch_size)
-        self.batch_size = int(settings.batch_size or cm.batch_size)
+        self.global_batch_size = int(settings.batch_size or cm.batch_size)
+        self.batch_size = local_batch_size(self.global_batch_size, self.world_size, self.rank)
         self.num_channels = len(data.dataset_json["channel_names"])
         method_class = get_method(settings.method)
         self.method: SSLMethod = method_class(self.patch_size, self.num_channels, **settings.method_settings)
         self.network = build_network(data.plans, data.configuration, self.num_channels,
                                      method_class.num_output_channels(self.num_channels)).to(device)
+        if self.world_size > 1 and device.type == "cuda":  # as nnU-Net: BatchNorm statistics over all GPUs
+            self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
         self.optimizer = torch.optim.SGD(self.network.parameters(), settings.initial_lr, momentum=0.99,
                                          nesterov=True, weight_decay=settings.weight_decay)
         self.grad_scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
         self.model = torch.compile(self.network) if compile_network and device.type == "cuda" else self.network
-        self.mask_generator = torch.Generator().manual_seed(settings.seed)
+        self.train_model = self._wrap_ddp() if self.world_size > 1 else self.model
+        self.mask_generator = torch.Generator().manual_seed(settings.seed + self.rank)
         self.epoch, self.iteration_in_epoch = 0, 0
         self.history: dict[str, list] = {"train_losses": [], "val_losses": [], "lrs": [], "epoch_times": []}
         self.partial_epoch_losses: list[float] = []
+
+    def _wrap_ddp(self) -> torch.nn.Module:
+        """DistributedDataParallel around the (compiled) network, as nnU-Net wraps it.
+
+        The deep-supervision heads that no loss reaches are frozen (they get no gradient in a single
+        process either), so DDP needs no search for unused parameters in every step; only for a
+        decoder not recognised here does DDP search for them (``find_unused_parameters``).
+        """
+        unused = unused_head_parameters(self.network)
+        for parameter in unused or []:
+            parameter.requires_grad_(False)
+        device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+            if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
+                                                         find_unused_parameters=unused is None)
 
     # ----------------------------------------------------------------------------------------- state
     def metadata(self) -> dict:
@@ -123,11 +180,13 @@ class Pretrainer:
             "use_mask_for_norm": cm.use_mask_for_norm,
             "foreground_intensity_properties_per_channel": plans["foreground_intensity_properties_per_channel"],
             **encoder_key_prefixes(self.network),
+            "world_size": self.world_size, "global_batch_size": self.global_batch_size,
         }
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self, rank_states: list[dict] | None = None) -> dict:
+        """The checkpoint of this process's state; ``rank_states``: every process's ``_rank_state()``."""
         meta = self.metadata()
-        return {
+        checkpoint = {
             "network_weights": unwrap_network(self.model).state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
@@ -144,9 +203,39 @@ class Pretrainer:
                 "keys_to_in_proj": meta["keys_to_in_proj"],
             },
         }
+        if rank_states is not None:
+            checkpoint["rank_states"] = rank_states
+        return checkpoint
+
+    def _rank_state(self) -> dict:
+        return {"rng_state": capture_rng_state(self.mask_generator),
+                "partial_epoch_losses": list(self.partial_epoch_losses)}
 
     def save(self, name: str) -> None:
-        ckpt.save_atomic(self.checkpoint(), os.path.join(self.output_folder, name))
+        """Called by every process at the same point (it collects every process's random state); rank 0 writes."""
+        rank_states = distributed.all_gather(self._rank_state()) if self.world_size > 1 else None
+        if distributed.is_main():
+            ckpt.save_atomic(self.checkpoint(rank_states), os.path.join(self.output_folder, name))
+
+    def _own_rank_state(self, state: dict, path: str) -> dict:
+        """This process's random state and partial-epoch losses in a checkpoint.
+
+        From a checkpoint of another number of processes, rank 0 takes the stored state and the other
+        processes seed afresh (from the seed, their rank and the step reached).
+        """
+        rank_states = state.get("rank_states") or [state]
+        if len(rank_states) == self.world_size:
+            return rank_states[self.rank]
+        if self.rank == 0:
+            logger.warning("%s: written by %d process(es), resumed by %d: the schedule continues; rank 0 restores "
+                           "its saved random state, any other process starts a fresh one", path, len(rank_states),
+                           self.world_size)
+            return state
+        step = self.epoch * self.settings.iterations_per_epoch + self.iteration_in_epoch
+        seed = self.settings.seed + self.rank + self.world_size * step
+        seed_everything(seed)
+        self.mask_generator.manual_seed(seed)
+        return {"rng_state": None, "partial_epoch_losses": state.get("partial_epoch_losses", [])}
 
     def restore(self, path: str) -> None:
         state = ckpt.load_checkpoint(path)
@@ -155,9 +244,11 @@ class Pretrainer:
         if self.grad_scaler is not None and state.get("grad_scaler_state"):
             self.grad_scaler.load_state_dict(state["grad_scaler_state"])
         self.epoch, self.iteration_in_epoch = state["current_epoch"], state["iteration_in_epoch"]
-        self.partial_epoch_losses = list(state.get("partial_epoch_losses", []))
+        own = self._own_rank_state(state, path)
+        self.partial_epoch_losses = list(own.get("partial_epoch_losses", []))
         self.history = state["logging"]
-        restore_rng_state(state["rng_state"], self.mask_generator)
+        if own["rng_state"] is not None:
+            restore_rng_state(own["rng_state"], self.mask_generator)
         logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration_in_epoch)
 
     # -------------------------------------------------------------------------------------- training
@@ -170,7 +261,7 @@ class Pretrainer:
         """One optimizer step on a batch (B, C, Z, Y, X); returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.method.forward(self.model, images, self.mask_generator).loss
+            loss = self.method.forward(self.train_model, images, self.mask_generator).loss
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -185,7 +276,10 @@ class Pretrainer:
 
     @torch.no_grad()
     def validate(self, batches: list[torch.Tensor]) -> tuple[float, dict]:
-        """Mean masked loss on the fixed validation batches, with fixed masks (comparable across epochs)."""
+        """Mean masked loss on the fixed validation batches, with fixed masks (comparable across epochs).
+
+        Every process validates its own batches with the plain network (no DDP); the mean is over all.
+        """
         self.model.eval()
         generator = torch.Generator().manual_seed(self.settings.seed + 1)
         losses, preview = [], {}
@@ -195,7 +289,8 @@ class Pretrainer:
             losses.append(float(out.loss))
             preview = preview or out.preview
         self.model.train()
-        return float(np.mean(losses)) if losses else float("nan"), preview
+        local = float(np.mean(losses)) if losses else float("nan")
+        return distributed.weighted_mean(local, len(losses) * self.batch_size), preview
 
     def _set_lr(self) -> float:
         lr = poly_lr(self.settings.initial_lr, self.epoch, self.settings.epochs)
@@ -216,41 +311,53 @@ class Pretrainer:
                 self.save(ckpt.LATEST_CHECKPOINT)
 
     def _end_epoch(self, lr: float, started: float, val_batches: list[torch.Tensor]) -> None:
-        s = self.settings
         val_loss, preview = self.validate(val_batches)
-        self.history["train_losses"].append(float(np.mean(self.partial_epoch_losses)))
+        train_loss = distributed.weighted_mean(float(np.mean(self.partial_epoch_losses)),
+                                               len(self.partial_epoch_losses) * self.batch_size)
+        self.history["train_losses"].append(train_loss)
         self.history["val_losses"].append(val_loss)
         self.history["lrs"].append(lr)
         self.history["epoch_times"].append(time.time() - started)
         logger.info("epoch %d: train loss %.4f, val loss %.4f, lr %.5f, %.1f s", self.epoch,
                     self.history["train_losses"][-1], val_loss, lr, self.history["epoch_times"][-1])
         self.epoch, self.iteration_in_epoch, self.partial_epoch_losses = self.epoch + 1, 0, []
+        if distributed.is_main():
+            self._write_figures(preview)
+        self.save(ckpt.LATEST_CHECKPOINT)
+
+    def _write_figures(self, preview: dict) -> None:
+        s = self.settings
         plot_progress(self.history, os.path.join(self.output_folder, "progress.png"))
         if preview and (self.epoch % s.preview_every == 0 or self.epoch == s.epochs):
             os.makedirs(os.path.join(self.output_folder, "previews"), exist_ok=True)
             save_preview(preview, os.path.join(self.output_folder, "previews", f"epoch_{self.epoch:04d}.png"),
                          f"{s.method}, epoch {self.epoch}, validation")
-        self.save(ckpt.LATEST_CHECKPOINT)
 
     def run(self, resume_from: str | None = None) -> str:
         """Trains to the last epoch; returns the path of ``checkpoint_final.pth``."""
         s, d = self.settings, self.data
-        seed_everything(s.seed)
+        seed_everything(s.seed + self.rank)
         if resume_from:
             self.restore(resume_from)
         train_ids, val_ids = split_cases(d.identifiers, s.val_fraction, s.seed)
         logger.info("pretraining %s on %d cases (%d held out), patch %s, batch %d, device %s", s.method,
                     len(train_ids), len(val_ids) if val_ids != train_ids else 0, self.patch_size,
                     self.batch_size, self.device)
+        if self.world_size > 1:
+            logger.info("global batch %d over %d processes (%d in this one)", self.global_batch_size,
+                        self.world_size, self.batch_size)
         val_batches = dataloading.fixed_validation_batches(d.data_folder, val_ids, self.batch_size, self.patch_size,
-                                                           d.plans, d.dataset_json, s.val_iterations, s.seed)
+                                                           d.plans, d.dataset_json, s.val_iterations,
+                                                           s.seed + self.rank,
+                                                           s.random_patch_fraction)
         batches = dataloading.training_batches(d.data_folder, train_ids, self.batch_size, self.patch_size, d.plans,
-                                               d.dataset_json, self.num_workers, self.device.type == "cuda")
+                                               d.dataset_json, self.num_workers, self.device.type == "cuda",
+                                               s.random_patch_fraction)
         total = s.epochs * s.iterations_per_epoch
         done = self.epoch * s.iterations_per_epoch + self.iteration_in_epoch
         try:
-            with tqdm(total=total, initial=done, disable=not self.progress_bar, unit="it",
-                      desc=f"nnssl {s.method}", dynamic_ncols=True) as progress:
+            with tqdm(total=total, initial=done, disable=not (self.progress_bar and distributed.is_main()),
+                      unit="it", desc=f"nnssl {s.method}", dynamic_ncols=True) as progress:
                 while self.epoch < s.epochs:
                     started, lr = time.time(), self._set_lr()
                     self._run_epoch(batches, progress)
@@ -259,7 +366,9 @@ class Pretrainer:
             dataloading.shutdown(batches)
         final = os.path.join(self.output_folder, ckpt.FINAL_CHECKPOINT)
         self.save(ckpt.FINAL_CHECKPOINT)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(self.output_folder, ckpt.LATEST_CHECKPOINT))
+        if distributed.is_main():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.output_folder, ckpt.LATEST_CHECKPOINT))
+        distributed.barrier()  # every process returns once the final checkpoint is written
         logger.info("done: %s", final)
         return final

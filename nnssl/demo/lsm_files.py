@@ -1,0 +1,120 @@
+"""Writes light-sheet-style files block by block, never holding the volume: compressed BigTIFF stacks,
+folders of 2D TIFF planes and OME-Zarr (NGFF 0.4) multiscale images.
+
+``make_slab(z0, z1)`` returns the (z1 - z0, Y, X) voxels of planes z0..z1 of the volume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+SlabMaker = Callable[[int, int], np.ndarray]
+
+
+def _planes(shape: Sequence[int], make_slab: SlabMaker, slab: int) -> Iterator[np.ndarray]:
+    for z0 in range(0, shape[0], slab):
+        yield from make_slab(z0, min(z0 + slab, shape[0]))
+
+
+def write_bigtiff(path: str, shape: Sequence[int], dtype, make_slab: SlabMaker, spacing: Sequence[float],
+                  slab: int = 16, compression: str = "zlib", rows_per_strip: int = 64) -> None:
+    """A compressed BigTIFF stack (one page per z, strips of ``rows_per_strip`` rows) and its spacing
+    sidecar ``<name>.json``."""
+    import tifffile
+
+    tifffile.imwrite(path, _planes(shape, make_slab, slab), shape=tuple(shape), dtype=dtype, bigtiff=True,
+                     compression=compression, rowsperstrip=rows_per_strip, photometric="minisblack")
+    _write_sidecar(path, (".tiff", ".tif"), spacing)
+
+
+def write_plane_folder(folder: str, shape: Sequence[int], make_slab: SlabMaker, spacing: Sequence[float],
+                       slab: int = 16) -> None:
+    """One 2D TIFF per z (``z0000.tif`` ...) and the spacing sidecar ``<folder>.json`` next to the folder."""
+    import tifffile
+
+    os.makedirs(folder, exist_ok=True)
+    for z, plane in enumerate(_planes(shape, make_slab, slab)):
+        tifffile.imwrite(os.path.join(folder, f"z{z:04d}.tif"), plane, photometric="minisblack")
+    _write_sidecar(folder.rstrip("/"), ("",), spacing)
+
+
+def _write_sidecar(path: str, endings: Sequence[str], spacing: Sequence[float]) -> None:
+    stem = next((path[: -len(e)] for e in endings if e and path.endswith(e)), path)
+    with open(stem + ".json", "w") as f:
+        json.dump({"spacing": [float(s) for s in spacing]}, f)
+
+
+def _downsample2(block: np.ndarray) -> np.ndarray:
+    """2x2x2 mean of a (z, y, x) block with even z (odd y/x edges dropped)."""
+    z, y, x = (s // 2 * 2 for s in block.shape)
+    view = block[:z, :y, :x].astype(np.float32).reshape(z // 2, 2, y // 2, 2, x // 2, 2)
+    return view.mean(axis=(1, 3, 5)).astype(block.dtype)
+
+
+def write_ome_zarr(path: str, shape: Sequence[int], dtype, make_slab: SlabMaker, spacing: Sequence[float],
+                   levels: int = 2, chunks: Sequence[int] = (64, 256, 256), slab: int = 64) -> None:
+    """An OME-Zarr (NGFF 0.4, Zarr format 2, blosc zstd) image with ``levels`` 2x-downsampled levels."""
+    import zarr
+    from numcodecs import Blosc
+
+    root = zarr.open_group(path, mode="w", zarr_format=2)
+    compressor = Blosc(cname="zstd", clevel=3, shuffle=Blosc.BITSHUFFLE)
+    arrays, datasets = [], []
+    for level in range(levels):
+        level_shape = [s // 2**level for s in shape]
+        arrays.append(root.create_array(str(level), shape=level_shape, chunks=[min(c, s) for c, s in
+                                                                              zip(chunks, level_shape)],
+                                        dtype=dtype, compressors=compressor))
+        datasets.append({"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": [float(s) * 2**level for s in spacing]}]})
+    slab = max(2**levels, slab // 2**levels * 2**levels)
+    for z0 in range(0, shape[0], slab):
+        block = make_slab(z0, min(z0 + slab, shape[0]))
+        for level, array in enumerate(arrays):
+            start = z0 // 2**level
+            array[start:start + block.shape[0]] = block[:, : array.shape[1], : array.shape[2]]
+            block = _downsample2(block)
+    root.attrs["multiscales"] = [{
+        "version": "0.4", "name": os.path.basename(path),
+        "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+        "datasets": datasets,
+    }]
+
+
+def lsm_like_slab(shape: Sequence[int], seed: int = 0, tissue_radius: float = 0.3,
+                  background: int = 100) -> SlabMaker:
+    """Slabs of a synthetic cleared-tissue volume: a bright ellipsoid 'organ' of textured tissue with
+    nuclei-like speckle, centred in a flat dark background (exactly ``background``, so it compresses).
+
+    ``tissue_radius``: the organ's semi-axes as a fraction of each extent (0.3 leaves ~89% background).
+    """
+    tissue = tissue_mask_slab(shape, tissue_radius)
+
+    def make_slab(z0: int, z1: int) -> np.ndarray:
+        rng = np.random.default_rng(seed + z0)
+        inside = tissue(z0, z1)
+        out = np.full((z1 - z0, shape[1], shape[2]), background, np.uint16)
+        count = int(inside.sum())
+        if count:
+            out[inside] = (background + 400 + rng.gamma(2.0, 150.0, count)).astype(np.uint16)
+        return out
+
+    return make_slab
+
+
+def tissue_mask_slab(shape: Sequence[int], tissue_radius: float = 0.3) -> Callable[[int, int], np.ndarray]:
+    """The ground-truth tissue mask of ``lsm_like_slab`` for planes z0..z1 (bool)."""
+    centre = np.array(shape, np.float32) / 2
+    radii = np.array(shape, np.float32) * tissue_radius
+
+    def mask(z0: int, z1: int) -> np.ndarray:
+        z = ((np.arange(z0, z1, dtype=np.float32) - centre[0]) / radii[0])[:, None, None] ** 2
+        y = ((np.arange(shape[1], dtype=np.float32) - centre[1]) / radii[1])[None, :, None] ** 2
+        x = ((np.arange(shape[2], dtype=np.float32) - centre[2]) / radii[2])[None, None, :] ** 2
+        return (z + y + x) <= 1.0
+
+    return mask

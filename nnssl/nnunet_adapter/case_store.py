@@ -1,0 +1,83 @@
+"""nnU-Net's on-disk case format, written block by block for volumes larger than memory.
+
+A case is ``<case>.b2nd`` (float32 (C, Z, Y, X), blosc2, chunks from nnU-Net's ``comp_blosc2_params``
+for the plan's patch size), ``<case>_seg.b2nd`` (int16 zeros: no labels and no cropping) and
+``<case>.pkl`` (properties). While a case is being written its data lives in ``<case>.inprogress/``;
+the ``.pkl`` is written last and atomically, so a case without one is never taken as complete.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from collections.abc import Sequence
+
+import blosc2
+import numpy as np
+from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
+
+CPARAMS = {"codec": blosc2.Codec.ZSTD, "clevel": 1, "filters": [blosc2.Filter.SHUFFLE]}
+
+
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
+    """nnU-Net's rounding of the shape after resampling."""
+    return tuple(int(s) for s in compute_new_shape(shape, spacing, target))
+
+
+def chunk_layout(shape: Sequence[int], patch_size: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(blocks, chunks) of a (C, Z, Y, X) float32 array read patch by patch, as nnU-Net chooses them."""
+    return comp_blosc2_params(tuple(shape), tuple(patch_size), 4)
+
+
+def work_folder(folder: str, case_id: str) -> str:
+    return os.path.join(folder, case_id + ".inprogress")
+
+
+def is_complete(folder: str, case_id: str) -> bool:
+    return os.path.isfile(os.path.join(folder, case_id + ".pkl"))
+
+
+def open_data(folder: str, case_id: str, shape: Sequence[int], patch_size: Sequence[int]) -> blosc2.NDArray:
+    """The in-progress data array, created empty (all chunks zero, nothing stored) or reopened."""
+    path = os.path.join(work_folder(folder, case_id), "data.b2nd")
+    if os.path.isfile(path):
+        return blosc2.open(path, mode="a")
+    os.makedirs(work_folder(folder, case_id), exist_ok=True)
+    blocks, chunks = chunk_layout(shape, patch_size)
+    return blosc2.zeros(tuple(shape), dtype=np.float32, chunks=chunks, blocks=blocks, urlpath=path,
+                        cparams=dict(CPARAMS, nthreads=max(1, os.cpu_count() or 1)), mode="w")
+
+
+def _write_pickle_atomic(obj: object, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def finish_case(folder: str, case_id: str, properties: dict, patch_size: Sequence[int]) -> None:
+    """Moves the finished data into place, writes the zero seg and, last, the properties."""
+    work = work_folder(folder, case_id)
+    data = blosc2.open(os.path.join(work, "data.b2nd"), mode="r")
+    seg_shape = (1, *data.shape[1:])
+    blocks, chunks = comp_blosc2_params(seg_shape, tuple(patch_size), 2)
+    seg_path = os.path.join(folder, case_id + "_seg.b2nd")
+    if os.path.exists(seg_path):
+        os.remove(seg_path)
+    blosc2.zeros(seg_shape, dtype=np.int16, chunks=chunks, blocks=blocks, urlpath=seg_path, mode="w")
+    del data
+    os.replace(os.path.join(work, "data.b2nd"), os.path.join(folder, case_id + ".b2nd"))
+    _write_pickle_atomic(properties, os.path.join(folder, case_id + ".pkl"))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_incomplete(folder: str, case_id: str) -> None:
+    """Leftovers of a whole-volume case interrupted while nnU-Net saved it (no ``.pkl`` yet)."""
+    for name in (case_id + ".b2nd", case_id + "_seg.b2nd"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            os.remove(path)

@@ -1,0 +1,235 @@
+"""Preprocesses one volume larger than memory block by block: transpose, normalize, resample, store.
+
+Same steps and order as nnU-Net's preprocessor (transpose to the plan's axis order, normalize, resample
+to the plan's spacing), without cropping to the nonzero region. The output is walked in slabs of one
+chunk row along z; each slab is read in bands of rows (bounded bytes, every channel at once) and
+processed in chunk-aligned tiles, so memory depends on the chunk and band sizes, never on the volume.
+Statistics for z-score normalization come from a sample of evenly spaced planes. After each slab the
+progress (slabs done, tissue grid) is saved, so an interrupted run resumes at the next slab.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnssl.errors import NnsslError
+from nnssl.nnunet_adapter import case_store
+from nnssl.nnunet_adapter.block_normalization import block_normalizers
+from nnssl.nnunet_adapter.fingerprint import analyze_sample
+from nnssl.pretraining import resampling
+from nnssl.pretraining.image_discovery import LAZY_ENDINGS, UnlabeledCase
+from nnssl.pretraining.lazy_volumes import LazyVolume, case_voxels, open_case_volumes, sample_voxels
+from nnssl.pretraining.tissue_sampling import CoarseGrid, class_locations
+
+logger = logging.getLogger(__name__)
+
+READ_BYTES = 512 * 1024**2  # raw input held at once (one band of one slab, all channels)
+TILE_BYTES = 64 * 1024**2  # float32 output processed at once
+
+
+@dataclass
+class BlockwiseTarget:
+    """What the plans ask of a case (from nnU-Net's configuration)."""
+
+    transpose_forward: list[int]
+    spacing: list[float]  # target spacing, transposed axis order
+    patch_size: list[int]
+    normalization_schemes: list[str]
+    use_mask_for_norm: list[bool]
+    intensity_properties: dict
+
+
+@dataclass
+class _Geometry:
+    in_shape: tuple[int, int, int]  # transposed axis order
+    out_shape: tuple[int, int, int]
+    positions: list[np.ndarray | None]  # per output axis: input positions, None = no resampling
+
+
+def _geometry(volume: LazyVolume, target: BlockwiseTarget) -> _Geometry:
+    in_shape = tuple(volume.shape[a] for a in target.transpose_forward)
+    in_spacing = [volume.spacing[a] for a in target.transpose_forward]
+    out_shape = case_store.resampled_shape(in_shape, in_spacing, target.spacing)
+    positions = [None if n_in == n_out else resampling.source_positions(n_out, n_in)
+                 for n_in, n_out in zip(in_shape, out_shape)]
+    return _Geometry(in_shape, out_shape, positions)
+
+
+def _input_range(positions: np.ndarray | None, start: int, stop: int, n_in: int) -> tuple[int, int, np.ndarray | None]:
+    """Input [start, stop) needed for output [start, stop) of one axis, and the positions relative to it."""
+    if positions is None:
+        return start, stop, None
+    part = positions[start:stop]
+    low, high = resampling.input_range(part, n_in)
+    return low, high, part - low
+
+
+def _read_transposed(volume: LazyVolume, transpose: list[int], ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Input region given in transposed axis order, returned in transposed axis order."""
+    region = [slice(None)] * 3
+    for out_axis, (low, high) in enumerate(ranges):
+        region[transpose[out_axis]] = slice(low, high)
+    return np.transpose(volume.read(tuple(region)), transpose)
+
+
+class _Progress:
+    """Slabs done and the tissue grid of a case being written (``<case>.inprogress/``)."""
+
+    def __init__(self, folder: str, case_id: str, out_shape: tuple[int, int, int], slab: int) -> None:
+        self.work = case_store.work_folder(folder, case_id)
+        self.state_file = os.path.join(self.work, "progress.json")
+        self.grid, self.slabs_done, self.slab = CoarseGrid(out_shape), 0, slab
+        if os.path.isfile(self.state_file):
+            with open(self.state_file) as f:
+                state = json.load(f)
+            if state["slab"] == slab and tuple(state["out_shape"]) == tuple(out_shape):
+                with np.load(os.path.join(self.work, "grid.npz")) as grid:
+                    self.grid.sums, self.grid.counts = grid["sums"], grid["counts"]
+                self.slabs_done = state["slabs_done"]
+
+    def save(self, slabs_done: int) -> None:
+        self.slabs_done = slabs_done
+        grid_tmp = os.path.join(self.work, "grid.tmp.npz")
+        np.savez(grid_tmp, sums=self.grid.sums, counts=self.grid.counts)
+        os.replace(grid_tmp, os.path.join(self.work, "grid.npz"))
+        state = {"slabs_done": slabs_done, "slab": self.slab, "out_shape": list(self.grid.shape)}
+        with open(self.state_file + ".tmp", "w") as f:
+            json.dump(state, f)
+        os.replace(self.state_file + ".tmp", self.state_file)
+
+
+def _band_rows(volumes: list[LazyVolume], geometry: _Geometry, slab: int, chunk_rows: int) -> int:
+    """Output rows per read band: a multiple of the chunk rows keeping the raw input under READ_BYTES."""
+    in_planes = slab if geometry.positions[0] is None else slab * geometry.in_shape[0] / geometry.out_shape[0] + 2
+    scale_y = geometry.in_shape[1] / geometry.out_shape[1]
+    bytes_per_out_row = len(volumes) * volumes[0].dtype.itemsize * geometry.in_shape[2] * in_planes * scale_y
+    rows = int(READ_BYTES / bytes_per_out_row)
+    return max(chunk_rows, rows // chunk_rows * chunk_rows)
+
+
+def _tile_columns(n_channels: int, slab: int, rows: int, chunk_columns: int, n_columns: int) -> int:
+    columns = int(TILE_BYTES / (4 * n_channels * slab * rows))
+    return min(n_columns, max(chunk_columns, columns // chunk_columns * chunk_columns))
+
+
+def _process_tile(raw: list[np.ndarray], normalizers, geometry: _Geometry, z_positions, y_positions,
+                  out_columns: tuple[int, int], case: UnlabeledCase) -> np.ndarray:
+    """(C, z, y, x) float32 output tile from the raw band (input planes and rows, full x)."""
+    x_low, x_high, x_positions = _input_range(geometry.positions[2], *out_columns, geometry.in_shape[2])
+    tile = np.empty((len(raw), *raw[0].shape[:2], x_high - x_low), np.float32)
+    for c, band in enumerate(raw):
+        tile[c] = band[:, :, x_low:x_high]
+        if np.issubdtype(band.dtype, np.floating) and not np.isfinite(tile[c]).all():
+            raise NnsslError(f"{case.image_files[0]}: contains NaN or Inf voxels; fix or remove this image")
+        tile[c] = normalizers[c](tile[c])  # in place for z-score and rescaling
+    return resampling.resample_block(tile, [z_positions, y_positions, x_positions])
+
+
+@dataclass
+class _Band:
+    """Output planes [z0, z1) (one slab) and rows [y0, y1), with the input ranges and positions they need."""
+
+    slab_index: int
+    z_range: tuple[int, int]
+    y_range: tuple[int, int]
+    input_ranges: list[tuple[int, int]]
+    positions: list[np.ndarray | None]
+    last_of_slab: bool
+
+
+def _bands(geometry: _Geometry, slab: int, band_rows: int, first_slab: int) -> list[_Band]:
+    bands = []
+    for index, z0 in enumerate(range(0, geometry.out_shape[0], slab)):
+        if index < first_slab:
+            continue
+        z_range = (z0, min(z0 + slab, geometry.out_shape[0]))
+        z_low, z_high, z_positions = _input_range(geometry.positions[0], *z_range, geometry.in_shape[0])
+        for y0 in range(0, geometry.out_shape[1], band_rows):
+            y1 = min(y0 + band_rows, geometry.out_shape[1])
+            y_low, y_high, y_positions = _input_range(geometry.positions[1], y0, y1, geometry.in_shape[1])
+            bands.append(_Band(index, z_range, (y0, y1), [(z_low, z_high), (y_low, y_high), (0, geometry.in_shape[2])],
+                               [z_positions, y_positions], y1 == geometry.out_shape[1]))
+    return bands
+
+
+def _write_band(raw: list[np.ndarray], band: _Band, normalizers, geometry: _Geometry, data, grid: CoarseGrid,
+                case: UnlabeledCase) -> None:
+    """Processes one read band in chunk-aligned column tiles and writes them into ``data``."""
+    (z0, z1), (y0, y1) = band.z_range, band.y_range
+    columns = _tile_columns(len(raw), z1 - z0, y1 - y0, data.chunks[3], geometry.out_shape[2])
+    for x0 in range(0, geometry.out_shape[2], columns):
+        x1 = min(x0 + columns, geometry.out_shape[2])
+        tile = _process_tile(raw, normalizers, geometry, *band.positions, (x0, x1), case)
+        data[:, z0:z1, y0:y1, x0:x1] = tile
+        grid.add(tile[0] if len(tile) == 1 else tile.mean(axis=0), (z0, y0, x0))
+
+
+def _read_band(volumes: list[LazyVolume], transpose: list[int], band: _Band) -> list[np.ndarray]:
+    return [_read_transposed(v, transpose, band.input_ranges) for v in volumes]
+
+
+def preprocess_large_case(case: UnlabeledCase, target: BlockwiseTarget, folder: str, seed: int = 0) -> None:
+    """Writes ``case`` into ``folder`` in nnU-Net's format, resuming an interrupted run of the same case.
+
+    The next band is read (decoded) in a thread while the current one is normalized, resampled and
+    compressed: at most two bands of raw input are held.
+    """
+    volumes = open_case_volumes(case)
+    geometry = _geometry(volumes[0], target)
+    normalizers = block_normalizers(target.normalization_schemes, target.use_mask_for_norm,
+                                    target.intensity_properties, sample_voxels(volumes))
+    data = case_store.open_data(folder, case.identifier, (len(volumes), *geometry.out_shape), target.patch_size)
+    slab = data.chunks[1]
+    progress = _Progress(folder, case.identifier, geometry.out_shape, slab)
+    if progress.slabs_done:
+        logger.info("%s: resuming block-wise preprocessing at slab %d of %d", case.identifier,
+                    progress.slabs_done + 1, -(-geometry.out_shape[0] // slab))
+    bands = _bands(geometry, slab, _band_rows(volumes, geometry, slab, data.chunks[2]), progress.slabs_done)
+    with ThreadPoolExecutor(1) as reader:
+        upcoming = reader.submit(_read_band, volumes, target.transpose_forward, bands[0]) if bands else None
+        for index, band in enumerate(bands):
+            raw = upcoming.result()
+            if index + 1 < len(bands):
+                upcoming = reader.submit(_read_band, volumes, target.transpose_forward, bands[index + 1])
+            _write_band(raw, band, normalizers, geometry, data, progress.grid, case)
+            del raw
+            if band.last_of_slab:
+                progress.save(band.slab_index + 1)
+    del data
+    properties = {
+        "spacing": list(volumes[0].spacing), "shape_before_cropping": list(geometry.in_shape),
+        "bbox_used_for_cropping": [[0, s] for s in geometry.in_shape],
+        "shape_after_cropping_and_before_resampling": list(geometry.in_shape),
+        "class_locations": class_locations(progress.grid, seed),
+        "nnssl_blockwise": True,
+    }
+    case_store.finish_case(folder, case.identifier, properties, target.patch_size)
+
+
+class LargeCaseWriter:
+    """Picklable ``(case_id, folder) -> None`` for the cases preprocessed block by block."""
+
+    def __init__(self, cases: dict[str, UnlabeledCase], target: BlockwiseTarget) -> None:
+        self.cases, self.target = cases, target
+
+    def __call__(self, case_id: str, folder: str) -> None:
+        preprocess_large_case(self.cases[case_id], self.target, folder)
+
+
+def is_large_case(case: UnlabeledCase, min_voxels: int) -> bool:
+    """Whether ``case`` is preprocessed block by block: a lazily readable format at or above ``min_voxels``
+    (all channels together). Other formats (NIfTI, MHA, NRRD) are always read whole by nnU-Net's readers."""
+    return case.file_ending in LAZY_ENDINGS and case_voxels(case) >= min_voxels
+
+
+def fingerprint_entry(case: UnlabeledCase, num_samples: int) -> dict:
+    """nnU-Net fingerprint entries of a large case from a voxel sample (no whole read)."""
+    volumes = open_case_volumes(case)
+    return analyze_sample(sample_voxels(volumes), volumes[0].shape, volumes[0].spacing, num_samples)

@@ -1,0 +1,209 @@
+"""Lazy 3D volumes: BigTIFF stacks, folders of 2D TIFF planes and (OME-)Zarr, read region by region.
+
+Nothing here reads a whole file: TIFF goes through tifffile's Zarr view (pages/tiles decoded on demand),
+plane folders read only the planes asked for, Zarr reads chunks. Every volume is one channel,
+(Z, Y, X), with a spacing (z, y, x); an OME-Zarr image with a channel axis gives one volume per channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from nnssl.errors import NnsslError
+from nnssl.pretraining import ome_zarr
+from nnssl.pretraining.image_discovery import PLANES, TIFF_ENDINGS, UnlabeledCase
+
+logger = logging.getLogger(__name__)
+
+Region = tuple[slice, slice, slice]
+
+
+class LazyVolume:
+    """One channel of a 3D image, read region by region. ``read(region)`` returns (z, y, x) native dtype."""
+
+    path: str
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    spacing: tuple[float, float, float]
+
+    def read(self, region: Region) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _checked_shape(path: str, shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(shape) != 3 or min(shape) < 2:
+        raise NnsslError(f"{path}: image of shape {list(shape)} is not 3D; nnssl pretrains on (z, y, x) volumes")
+    return tuple(int(s) for s in shape)
+
+
+class ZarrArrayVolume(LazyVolume):
+    """A zarr-readable array (Zarr store or tifffile's view of a TIFF); ``channel`` picks a leading axis."""
+
+    def __init__(self, path: str, array, spacing: Sequence[float], channel: int | None = None) -> None:
+        self.path, self.array, self.channel = path, array, channel
+        shape = array.shape if channel is None else array.shape[1:]
+        self.shape = _checked_shape(path, shape)
+        self.dtype = np.dtype(array.dtype)
+        self.spacing = tuple(float(s) for s in spacing)
+
+    def read(self, region: Region) -> np.ndarray:
+        index = region if self.channel is None else (self.channel, *region)
+        return np.asarray(self.array[index])
+
+
+def open_tiff(path: str, spacing: Sequence[float]) -> LazyVolume:
+    """A 3D (Big)TIFF, decoded page by page (or tile by tile) through tifffile's Zarr view."""
+    import tifffile
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            if len(series.shape) != 3:
+                raise NnsslError(f"{path}: TIFF of shape {list(series.shape)} is not 3D (z, y, x); store one "
+                                 f"scalar 3D stack per channel")
+        # the store keeps its own file handle open for the volume's lifetime
+        array = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    except NnsslError:
+        raise
+    except Exception as e:
+        raise NnsslError(f"{path}: cannot read this TIFF ({e}); replace or remove it") from e
+    return TiffVolume(path, array, spacing)
+
+
+class TiffVolume(ZarrArrayVolume):
+    """A TIFF stack: whole planes are decoded page by page (fast), parts of planes through the Zarr view
+    (only the strips or tiles needed)."""
+
+    def read(self, region: Region) -> np.ndarray:
+        whole_planes = all(r.indices(n)[:2] == (0, n) and r.step in (None, 1)
+                           for r, n in zip(region[1:], self.shape[1:]))
+        if not whole_planes:
+            return super().read(region)
+        import tifffile
+
+        z_indices = list(range(*region[0].indices(self.shape[0])))
+        if not z_indices:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        with tifffile.TiffFile(self.path) as tif:
+            planes = tif.asarray(key=z_indices, series=0, maxworkers=1)
+        return planes.reshape(len(z_indices), *self.shape[1:])
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> list:
+    """``z2.tif`` before ``z10.tif``."""
+    return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
+
+
+def plane_files(folder: str) -> list[str]:
+    names = [n for n in os.listdir(folder) if n.lower().endswith((".tif", ".tiff")) and not n.startswith(".")]
+    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+
+
+class PlaneFolderVolume(LazyVolume):
+    """A folder of 2D TIFF planes (one file per z, natural sort order) as one volume."""
+
+    def __init__(self, folder: str, spacing: Sequence[float]) -> None:
+        import tifffile
+
+        self.path, self.files = folder, plane_files(folder)
+        try:
+            with tifffile.TiffFile(self.files[0]) as tif:
+                plane_shape, dtype = tif.series[0].shape, tif.series[0].dtype
+        except Exception as e:
+            raise NnsslError(f"{self.files[0]}: cannot read this TIFF plane ({e}); replace or remove it") from e
+        if len(plane_shape) != 2:
+            raise NnsslError(f"{self.files[0]}: plane of shape {list(plane_shape)} is not 2D; a plane folder "
+                             f"holds one 2D TIFF per z")
+        self.shape = _checked_shape(folder, (len(self.files), *plane_shape))
+        self.dtype = np.dtype(dtype)
+        self.spacing = tuple(float(s) for s in spacing)
+
+    def read(self, region: Region) -> np.ndarray:
+        import tifffile
+
+        z_indices = range(*region[0].indices(self.shape[0]))
+        planes = []
+        for z in z_indices:
+            try:
+                plane = tifffile.imread(self.files[z])
+            except Exception as e:
+                raise NnsslError(f"{self.files[z]}: cannot read this TIFF plane ({e}); replace or remove it") from e
+            if plane.shape != self.shape[1:]:
+                raise NnsslError(f"{self.files[z]}: plane of shape {list(plane.shape)}, the folder's first plane "
+                                 f"has {list(self.shape[1:])}; all planes must have one shape")
+            planes.append(plane[region[1], region[2]])
+        return np.stack(planes) if planes else np.zeros((0, 0, 0), self.dtype)
+
+
+def open_zarr(path: str, spacing: Sequence[float] | None, target_spacing: Sequence[float] | None
+              ) -> list[LazyVolume]:
+    """One volume per channel of a Zarr / OME-Zarr image; OME levels are chosen by ``target_spacing``."""
+    image = ome_zarr.open_image(path, target_spacing)
+    if image.spacing is None:
+        if spacing is None:
+            logger.warning("%s: Zarr without OME metadata, sidecar .json or --spacing; assuming 1 1 1", path)
+        image.spacing = tuple(spacing or (1.0, 1.0, 1.0))
+    if image.channel_axis:
+        return [ZarrArrayVolume(path, image.array, image.spacing, c) for c in range(image.array.shape[0])]
+    return [ZarrArrayVolume(path, image.array, image.spacing)]
+
+
+def open_case_volumes(case: UnlabeledCase) -> list[LazyVolume]:
+    """One lazy volume per channel of a TIFF, plane-folder or Zarr case (same shape for every channel)."""
+    volumes: list[LazyVolume] = []
+    for path in case.image_files:
+        if case.file_ending in TIFF_ENDINGS:
+            volumes.append(open_tiff(path, case.tiff_spacing))
+        elif case.file_ending == PLANES:
+            volumes.append(PlaneFolderVolume(path, case.tiff_spacing))
+        else:
+            volumes.extend(open_zarr(path, case.tiff_spacing, case.target_spacing))
+    for volume in volumes[1:]:
+        if volume.shape != volumes[0].shape:
+            raise NnsslError(f"{volume.path}: shape {list(volume.shape)} differs from channel 0 "
+                             f"({list(volumes[0].shape)}, {volumes[0].path}); channels must have one shape")
+    return volumes
+
+
+def case_voxels(case: UnlabeledCase) -> int:
+    """Voxels of all channels together (headers only)."""
+    volumes = open_case_volumes(case)
+    return len(volumes) * int(np.prod(volumes[0].shape))
+
+
+def read_whole(volumes: Sequence[LazyVolume]) -> np.ndarray:
+    """(C, Z, Y, X) float32 of small volumes."""
+    full = (slice(None), slice(None), slice(None))
+    return np.stack([v.read(full).astype(np.float32, copy=False) for v in volumes])
+
+
+SAMPLE_PLANES = 16
+SAMPLE_VOXELS_PER_PLANE = 1 << 16
+
+
+def sample_voxels(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES) -> list[np.ndarray]:
+    """Per channel, a 1D float32 sample of the voxels: evenly spaced z planes, each thinned to at most
+    ``SAMPLE_VOXELS_PER_PLANE`` voxels (statistics without reading the whole volume)."""
+    n_z = volumes[0].shape[0]
+    planes = np.unique(np.linspace(0, n_z - 1, min(n_planes, n_z)).round().astype(int))
+    samples = []
+    for volume in volumes:
+        values = []
+        for z in planes:
+            plane = volume.read((slice(z, z + 1), slice(None), slice(None))).ravel()
+            step = max(1, plane.size // SAMPLE_VOXELS_PER_PLANE)
+            values.append(plane[::step].astype(np.float32))
+        samples.append(np.concatenate(values))
+    return samples

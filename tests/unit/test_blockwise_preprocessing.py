@@ -1,0 +1,141 @@
+"""Block-wise preprocessing: same voxels as whole-volume normalization + resampling, chunked nnU-Net format,
+tissue locations, and resuming after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import blosc2
+import numpy as np
+import pytest
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
+
+from nnssl.demo import lsm_files
+from nnssl.nnunet_adapter import case_store
+from nnssl.pretraining import blockwise_preprocessing as blockwise
+from nnssl.pretraining import resampling
+from nnssl.pretraining.image_discovery import discover_cases
+
+SHAPE = (16, 60, 52)  # <= 16 planes of <= 65536 voxels: the intensity sample is the whole volume
+
+
+@pytest.fixture
+def organ(tmp_path):
+    """A BigTIFF light-sheet-like volume (bright ellipsoid in flat background) at spacing (2, 1, 1)."""
+    make_slab = lsm_files.lsm_like_slab(SHAPE, seed=4, tissue_radius=0.35)
+    volume = make_slab(0, SHAPE[0])
+    (tmp_path / "in").mkdir()
+    lsm_files.write_bigtiff(str(tmp_path / "in" / "organ.tiff"), SHAPE, np.uint16, make_slab, (2.0, 1.0, 1.0),
+                            rows_per_strip=8)
+    (case,) = discover_cases([str(tmp_path / "in")])
+    return case, volume
+
+
+def _target(transpose=(0, 1, 2), spacing=(2.0, 1.0, 1.0)) -> blockwise.BlockwiseTarget:
+    return blockwise.BlockwiseTarget(list(transpose), list(spacing), [8, 16, 16], ["ZScoreNormalization"],
+                                     [False], {})
+
+
+def _reference(volume: np.ndarray, transpose, in_spacing, target_spacing) -> np.ndarray:
+    """nnU-Net's z-score on the whole volume, transposed, then whole-volume linear resampling."""
+    data = np.transpose(volume, transpose).astype(np.float32)
+    data = ZScoreNormalization(use_mask_for_norm=False, intensityproperties={}).run(data)
+    spacing = [in_spacing[a] for a in transpose]
+    shape = case_store.resampled_shape(data.shape, spacing, target_spacing)
+    positions = [None if a == b else resampling.source_positions(b, a) for a, b in zip(data.shape, shape)]
+    return resampling.resample_block(data, positions)
+
+
+def _load(folder, case_id):
+    data = blosc2.open(os.path.join(folder, case_id + ".b2nd"), mode="r")[:]
+    with open(os.path.join(folder, case_id + ".pkl"), "rb") as f:
+        return data, pickle.load(f)
+
+
+@pytest.mark.parametrize(("transpose", "target_spacing"), [
+    ((0, 1, 2), (2.0, 1.0, 1.0)),  # no resampling
+    ((0, 1, 2), (1.5, 1.3, 0.7)),  # up- and downsampling
+    ((1, 0, 2), (1.0, 2.0, 1.0)),  # nnU-Net's axis transposition, no resampling
+])
+def test_blockwise_equals_whole_volume(organ, tmp_path, monkeypatch, transpose, target_spacing):
+    case, volume = organ
+    # tiny read and tile budgets: many bands, tiles and slabs on a small volume
+    monkeypatch.setattr(blockwise, "READ_BYTES", 6000)
+    monkeypatch.setattr(blockwise, "TILE_BYTES", 5000)
+    out = tmp_path / "out"
+    out.mkdir()
+    blockwise.preprocess_large_case(case, _target(transpose, target_spacing), str(out))
+    data, properties = _load(out, "organ")
+    expected = _reference(volume, transpose, (2.0, 1.0, 1.0), target_spacing)
+    assert data.shape == (1, *expected.shape) and data.dtype == np.float32
+    np.testing.assert_allclose(data[0], expected, atol=2e-5)
+    assert os.path.isfile(out / "organ_seg.b2nd") and not os.path.exists(out / "organ.inprogress")
+    assert properties["spacing"] == [2.0, 1.0, 1.0]
+    locations = properties["class_locations"][1]
+    assert len(locations) > 0
+    # tissue locations sit where the organ (bright) is, in the preprocessed volume
+    values = data[0][tuple(locations[:, 1:].T)]
+    assert np.median(values) > 0
+
+
+def test_interrupted_case_resumes_at_the_next_slab(organ, tmp_path, monkeypatch):
+    case, _ = organ
+    monkeypatch.setattr(blockwise, "READ_BYTES", 6000)
+    target = _target()
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    blockwise.preprocess_large_case(case, target, str(reference))
+
+    real_read, calls = blockwise._read_band, []
+
+    def failing_read(volumes, transpose, band):
+        calls.append(band.slab_index)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_read(volumes, transpose, band)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(blockwise, "_read_band", failing_read)
+    with pytest.raises(KeyboardInterrupt):
+        blockwise.preprocess_large_case(case, target, str(out))
+    assert not case_store.is_complete(str(out), "organ") and not os.path.exists(out / "organ.b2nd")
+    with open(out / "organ.inprogress" / "progress.json") as f:
+        done = json.load(f)["slabs_done"]
+    assert done >= 1
+    counted = []
+    monkeypatch.setattr(blockwise, "_read_band",
+                        lambda v, t, band: counted.append(band.slab_index) or real_read(v, t, band))
+    blockwise.preprocess_large_case(case, target, str(out))
+    assert min(counted) == done  # slabs written before the interruption are not read again
+    resumed, resumed_properties = _load(out, "organ")
+    expected, expected_properties = _load(reference, "organ")
+    np.testing.assert_array_equal(resumed, expected)
+    np.testing.assert_array_equal(resumed_properties["class_locations"][1], expected_properties["class_locations"][1])
+
+
+def test_loader_centres_patches_on_tissue(tmp_path):
+    """nnU-Net's loader with the tissue locations: patches hold tissue far more often than uniform ones."""
+    from nnssl.nnunet_adapter.dataloading import sample_patch_boxes
+
+    shape = (32, 128, 128)
+    (tmp_path / "in").mkdir()
+    make_slab = lsm_files.lsm_like_slab(shape, seed=5, tissue_radius=0.2)  # ~97% background
+    lsm_files.write_bigtiff(str(tmp_path / "in" / "organ.tiff"), shape, np.uint16, make_slab, (1, 1, 1))
+    (case,) = discover_cases([str(tmp_path / "in")])
+    out = tmp_path / "out"
+    out.mkdir()
+    blockwise.preprocess_large_case(case, _target(spacing=(1.0, 1.0, 1.0)), str(out))
+    mask = lsm_files.tissue_mask_slab(shape, tissue_radius=0.2)(0, shape[0])
+    dataset_json = {"labels": {"background": 0, "tissue": 1}, "channel_names": {"0": "LSM"}}
+
+    def fraction(random_fraction: float) -> float:
+        boxes = sample_patch_boxes(str(out), ["organ"], [16, 32, 32], {"configurations": {}}, dataset_json, 200,
+                                   random_fraction, seed=1)
+        hits = [mask[tuple(slice(max(0, lo), hi) for lo, hi in zip(lower, upper))].any() for _, lower, upper in boxes]
+        return float(np.mean(hits))
+
+    assert fraction(0.0) == 1.0
+    assert fraction(1.0) < 0.8  # uniform placement misses the organ in about a third of the patches
