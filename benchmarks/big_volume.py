@@ -6,7 +6,7 @@ OME-Zarr, at spacing 1 1 1 (the spacing nnU-Net's planner then targets: no resam
 
 - read throughput: reading and decompressing the file once (tifffile pages / Zarr chunks), voxels/s;
 - ``nnssl_pretrain`` (flow 2, tiny network, a few CPU iterations, default loader workers) while the summed
-  PSS of its whole process tree is sampled every 0.1 s; preprocessing throughput from its log;
+  PSS of its whole process tree is sampled every 0.25 s; preprocessing throughput from its log;
 - sampling: the tissue fraction of patches placed by nnU-Net's loader with nnssl's tissue locations,
   beside uniform placement (ground truth: the analytic organ mask).
 
@@ -70,7 +70,7 @@ def run_with_peak_pss(command: list[str], env: dict) -> tuple[int, float, str]:
     def watch() -> None:
         while process.poll() is None:
             peak[0] = max(peak[0], tree_pss_bytes(process.pid))
-            time.sleep(0.1)
+            time.sleep(0.25)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -153,7 +153,7 @@ def resampling_throughput(path: str, workdir: str) -> float:
     from nnssl.pretraining.lazy_volumes import case_voxels
 
     case = discover_cases([os.path.dirname(path)])[0]
-    target = BlockwiseTarget([0, 1, 2], [2.0, 2.0, 2.0], [64, 128, 128], ["ZScoreNormalization"], [False], {})
+    target = BlockwiseTarget([0, 1, 2], [2.0, 2.0, 2.0], [32, 64, 64], ["ZScoreNormalization"], [False], {})
     out = os.path.join(workdir, "resampled")
     os.makedirs(out)
     started = time.perf_counter()
@@ -171,10 +171,14 @@ def benchmark(kind: str, args: argparse.Namespace, workdir: str) -> dict:
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(os.path.dirname(path)) for f in fs)
     read_rate = read_throughput(path)
     run = os.path.join(workdir, f"run_{kind}")
+    started = time.perf_counter()
     result = pretrain(path, run, args)
+    result["pretrain_wall_s"] = round(time.perf_counter() - started, 1)
     voxels = int(np.prod(shape))
     preprocess_rate = voxels / result["preprocess_s"]
+    started = time.perf_counter()
     tissue, uniform = tissue_fractions(run, shape, args.patch)
+    result["sampling_s"] = round(time.perf_counter() - started, 1)
     shutil.rmtree(run)
     result.update(write_s=round(written_s, 1), file_gib=round(size / GIB, 3),
                   read_mvoxel_s=round(read_rate / 1e6, 1), preprocess_mvoxel_s=round(preprocess_rate / 1e6, 1),
@@ -193,7 +197,7 @@ def benchmark(kind: str, args: argparse.Namespace, workdir: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs=3, default=[1024, 2048, 2048])
-    parser.add_argument("--patch", type=int, nargs=3, default=[64, 128, 128])
+    parser.add_argument("--patch", type=int, nargs=3, default=[32, 64, 64])
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--formats", nargs="+", default=["tiff", "zarr"], choices=["tiff", "zarr"])
     parser.add_argument("--resample-on", default="tiff", help="format whose 2x-spacing throughput is measured")

@@ -20,7 +20,7 @@ from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 from nnssl.errors import NnsslError
 
-BlockNormalizer = Callable[[np.ndarray], np.ndarray]
+BlockNormalizer = Callable[[np.ndarray, np.ndarray], None]  # (raw block, float32 output of its shape)
 
 
 def _zscore(sample: np.ndarray, use_mask: bool) -> BlockNormalizer:
@@ -29,12 +29,12 @@ def _zscore(sample: np.ndarray, use_mask: bool) -> BlockNormalizer:
         raise NnsslError("the intensity sample holds no nonzero voxel; the image looks empty")
     mean, std = float(values.mean()), max(float(values.std()), 1e-8)
 
-    def normalize(block: np.ndarray) -> np.ndarray:
+    def normalize(raw: np.ndarray, out: np.ndarray) -> None:
         if use_mask:  # nnU-Net leaves voxels outside the nonzero mask at zero
-            return np.where(block != 0, (block - mean) / std, 0).astype(np.float32)
-        block -= mean
-        block /= std
-        return block
+            out[...] = np.where(raw != 0, (raw.astype(np.float32) - mean) / std, 0)
+            return
+        np.subtract(raw, mean, out=out, dtype=np.float32, casting="unsafe")  # cast and shift in one pass
+        out /= std
 
     return normalize
 
@@ -42,10 +42,17 @@ def _zscore(sample: np.ndarray, use_mask: bool) -> BlockNormalizer:
 def _rescale01(sample: np.ndarray) -> BlockNormalizer:
     low, high = float(sample.min()), float(sample.max())
 
-    def normalize(block: np.ndarray) -> np.ndarray:
-        block -= low
-        block /= max(high - low, 1e-8)
-        return block
+    def normalize(raw: np.ndarray, out: np.ndarray) -> None:
+        np.subtract(raw, low, out=out, dtype=np.float32, casting="unsafe")
+        out /= max(high - low, 1e-8)
+
+    return normalize
+
+
+def _block_local(instance) -> BlockNormalizer:
+    def normalize(raw: np.ndarray, out: np.ndarray) -> None:
+        out[...] = raw
+        out[...] = instance.run(out, None)
 
     return normalize
 
@@ -60,7 +67,7 @@ def _scheme_class(name: str):
 
 def block_normalizers(normalization_schemes: list[str], use_mask_for_norm: list[bool],
                       intensity_properties: dict, samples: list[np.ndarray]) -> list[BlockNormalizer]:
-    """One normalizer per channel: (z, y, x) float32 block -> normalized block.
+    """One normalizer per channel: ``normalize(raw, out)`` writes the normalized float32 (z, y, x) block.
 
     ``samples[c]``: 1D float sample of channel c's voxels (raw intensities).
     """
@@ -75,5 +82,5 @@ def block_normalizers(normalization_schemes: list[str], use_mask_for_norm: list[
             normalizers.append(_rescale01(samples[c]))
         else:  # CT, NoNormalization, RGBTo01: dataset-wide numbers only, exact per block
             instance = scheme(use_mask_for_norm=False, intensityproperties=intensity_properties[str(c)])
-            normalizers.append(lambda block, instance=instance: instance.run(block, None).astype(np.float32))
+            normalizers.append(_block_local(instance))
     return normalizers

@@ -1,7 +1,7 @@
 """nnU-Net's on-disk case format, written block by block for volumes larger than memory.
 
-A case is ``<case>.b2nd`` (float32 (C, Z, Y, X), blosc2, chunks from nnU-Net's ``comp_blosc2_params``
-for the plan's patch size), ``<case>_seg.b2nd`` (int16 zeros: no labels and no cropping) and
+A case is ``<case>.b2nd`` (float32 or float16 (C, Z, Y, X), blosc2, chunks from nnU-Net's ``comp_blosc2_params``
+for the plan's patch size, LZ4), ``<case>_seg.b2nd`` (int16 zeros: no labels and no cropping) and
 ``<case>.pkl`` (properties). While a case is being written its data lives in ``<case>.inprogress/``;
 the ``.pkl`` is written last and atomically, so a case without one is never taken as complete.
 """
@@ -18,7 +18,13 @@ import numpy as np
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
 
-CPARAMS = {"codec": blosc2.Codec.ZSTD, "clevel": 1, "filters": [blosc2.Filter.SHUFFLE]}
+# LZ4 like nnU-Net (whose LZ4HC is too slow to write terabytes); fast to decompress patch by patch
+CPARAMS = {"codec": blosc2.Codec.LZ4, "clevel": 1, "filters": [blosc2.Filter.SHUFFLE]}
+
+
+def _compression_threads() -> int:
+    # half the cores: on small machines a second thread only contends with reading and normalizing
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
@@ -39,15 +45,19 @@ def is_complete(folder: str, case_id: str) -> bool:
     return os.path.isfile(os.path.join(folder, case_id + ".pkl"))
 
 
-def open_data(folder: str, case_id: str, shape: Sequence[int], patch_size: Sequence[int]) -> blosc2.NDArray:
-    """The in-progress data array, created empty (all chunks zero, nothing stored) or reopened."""
+def open_data(folder: str, case_id: str, shape: Sequence[int], patch_size: Sequence[int],
+              dtype: np.dtype = np.float32) -> blosc2.NDArray:
+    """The in-progress data array, created empty (all chunks zero, nothing stored) or reopened.
+
+    ``dtype`` float16 halves disk and I/O; nnU-Net's loader casts patches to float32 when it batches them.
+    """
     path = os.path.join(work_folder(folder, case_id), "data.b2nd")
     if os.path.isfile(path):
         return blosc2.open(path, mode="a")
     os.makedirs(work_folder(folder, case_id), exist_ok=True)
     blocks, chunks = chunk_layout(shape, patch_size)
-    return blosc2.zeros(tuple(shape), dtype=np.float32, chunks=chunks, blocks=blocks, urlpath=path,
-                        cparams=dict(CPARAMS, nthreads=max(1, os.cpu_count() or 1)), mode="w")
+    return blosc2.zeros(tuple(shape), dtype=dtype, chunks=chunks, blocks=blocks, urlpath=path,
+                        cparams=dict(CPARAMS, nthreads=_compression_threads()), mode="w")
 
 
 def _write_pickle_atomic(obj: object, path: str) -> None:

@@ -62,9 +62,11 @@ class PlanningWorkspace:
             "dataset": {case_id: {"images": files, "label": ""} for case_id, files in case_files.items()},
             "description": "unlabeled images for nnssl pretraining; labels are not used",
         }
+        # Named, not detected: nnU-Net detects a reader by reading an example image whole, which a volume
+        # larger than memory does not survive. Zarr and plane folders are read by nnssl itself.
+        dataset_json["overwrite_image_reader_writer"] = "Tiff3DIO" if ending in LAZY_READER_ENDINGS else "SimpleITKIO"
         if ending not in NNUNET_READABLE_ENDINGS:
-            # Zarr and plane folders are read by nnssl itself; the planner only needs some reader name
-            dataset_json.update(file_ending=".tif", overwrite_image_reader_writer="Tiff3DIO")
+            dataset_json["file_ending"] = ".tif"
         os.makedirs(self.raw_dataset, exist_ok=True)
         os.makedirs(self.preprocessed_dataset, exist_ok=True)
         save_json(dataset_json, os.path.join(self.raw_dataset, "dataset.json"), sort_keys=False)
@@ -76,6 +78,7 @@ class PlanningWorkspace:
 
 
 NNUNET_READABLE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff")
+LAZY_READER_ENDINGS = (".tif", ".tiff", ".zarr", ".ome.zarr", "")  # "": a folder of 2D planes
 
 
 @contextlib.contextmanager

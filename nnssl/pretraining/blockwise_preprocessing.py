@@ -14,7 +14,6 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,11 +70,30 @@ def _input_range(positions: np.ndarray | None, start: int, stop: int, n_in: int)
     return low, high, part - low
 
 
-def _read_transposed(volume: LazyVolume, transpose: list[int], ranges: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Input region given in transposed axis order, returned in transposed axis order."""
+class _Scratch:
+    """Reused buffers. Fresh arrays of tens of MiB per tile cost page faults (kernel time) that rival
+    the computation itself; views into buffers kept for the whole case do not."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[object, np.ndarray] = {}
+
+    def array(self, key: object, shape: Sequence[int], dtype) -> np.ndarray:
+        size, dtype = int(np.prod(shape)), np.dtype(dtype)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = self._buffers[key] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
+
+
+def read_region(volume: LazyVolume, transpose: Sequence[int], ranges: list[tuple[int, int]],
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Input region given in transposed axis order, returned in transposed axis order (into ``out`` when the
+    axis order is unchanged and the reader can)."""
     region = [slice(None)] * 3
     for out_axis, (low, high) in enumerate(ranges):
         region[transpose[out_axis]] = slice(low, high)
+    if list(transpose) == [0, 1, 2]:
+        return volume.read(tuple(region), out)
     return np.transpose(volume.read(tuple(region)), transpose)
 
 
@@ -111,36 +129,21 @@ def _band_rows(volumes: list[LazyVolume], geometry: _Geometry, slab: int, chunk_
     scale_y = geometry.in_shape[1] / geometry.out_shape[1]
     bytes_per_out_row = len(volumes) * volumes[0].dtype.itemsize * geometry.in_shape[2] * in_planes * scale_y
     rows = int(READ_BYTES / bytes_per_out_row)
+    if rows >= geometry.out_shape[1]:
+        return geometry.out_shape[1]  # whole planes: TIFF pages decode fastest whole
     return max(chunk_rows, rows // chunk_rows * chunk_rows)
-
-
-def _tile_columns(n_channels: int, slab: int, rows: int, chunk_columns: int, n_columns: int) -> int:
-    columns = int(TILE_BYTES / (4 * n_channels * slab * rows))
-    return min(n_columns, max(chunk_columns, columns // chunk_columns * chunk_columns))
-
-
-def _process_tile(raw: list[np.ndarray], normalizers, geometry: _Geometry, z_positions, y_positions,
-                  out_columns: tuple[int, int], case: UnlabeledCase) -> np.ndarray:
-    """(C, z, y, x) float32 output tile from the raw band (input planes and rows, full x)."""
-    x_low, x_high, x_positions = _input_range(geometry.positions[2], *out_columns, geometry.in_shape[2])
-    tile = np.empty((len(raw), *raw[0].shape[:2], x_high - x_low), np.float32)
-    for c, band in enumerate(raw):
-        tile[c] = band[:, :, x_low:x_high]
-        if np.issubdtype(band.dtype, np.floating) and not np.isfinite(tile[c]).all():
-            raise NnsslError(f"{case.image_files[0]}: contains NaN or Inf voxels; fix or remove this image")
-        tile[c] = normalizers[c](tile[c])  # in place for z-score and rescaling
-    return resampling.resample_block(tile, [z_positions, y_positions, x_positions])
 
 
 @dataclass
 class _Band:
-    """Output planes [z0, z1) (one slab) and rows [y0, y1), with the input ranges and positions they need."""
+    """Output planes [z0, z1) (one slab) and rows [y0, y1), the input ranges they need and the slab's
+    z positions (relative to its first input plane)."""
 
     slab_index: int
     z_range: tuple[int, int]
     y_range: tuple[int, int]
     input_ranges: list[tuple[int, int]]
-    positions: list[np.ndarray | None]
+    z_positions: np.ndarray | None
     last_of_slab: bool
 
 
@@ -153,55 +156,98 @@ def _bands(geometry: _Geometry, slab: int, band_rows: int, first_slab: int) -> l
         z_low, z_high, z_positions = _input_range(geometry.positions[0], *z_range, geometry.in_shape[0])
         for y0 in range(0, geometry.out_shape[1], band_rows):
             y1 = min(y0 + band_rows, geometry.out_shape[1])
-            y_low, y_high, y_positions = _input_range(geometry.positions[1], y0, y1, geometry.in_shape[1])
-            bands.append(_Band(index, z_range, (y0, y1), [(z_low, z_high), (y_low, y_high), (0, geometry.in_shape[2])],
-                               [z_positions, y_positions], y1 == geometry.out_shape[1]))
+            y_low, y_high, _ = _input_range(geometry.positions[1], y0, y1, geometry.in_shape[1])
+            input_ranges = [(z_low, z_high), (y_low, y_high), (0, geometry.in_shape[2])]
+            bands.append(_Band(index, z_range, (y0, y1), input_ranges, z_positions, y1 == geometry.out_shape[1]))
     return bands
 
 
-def _write_band(raw: list[np.ndarray], band: _Band, normalizers, geometry: _Geometry, data, grid: CoarseGrid,
-                case: UnlabeledCase) -> None:
-    """Processes one read band in chunk-aligned column tiles and writes them into ``data``."""
+def _tiles(n_channels: int, band: _Band, chunks: Sequence[int], n_columns: int) -> list[tuple[int, int, int, int]]:
+    """Chunk-aligned (y0, y1, x0, x1) tiles of a band: whole rows where they fit TILE_BYTES (contiguous)."""
     (z0, z1), (y0, y1) = band.z_range, band.y_range
-    columns = _tile_columns(len(raw), z1 - z0, y1 - y0, data.chunks[3], geometry.out_shape[2])
-    for x0 in range(0, geometry.out_shape[2], columns):
-        x1 = min(x0 + columns, geometry.out_shape[2])
-        tile = _process_tile(raw, normalizers, geometry, *band.positions, (x0, x1), case)
-        data[:, z0:z1, y0:y1, x0:x1] = tile
+    row_bytes = 4 * n_channels * (z1 - z0) * n_columns
+    rows = max(chunks[2], int(TILE_BYTES / row_bytes) // chunks[2] * chunks[2])
+    columns = n_columns
+    if rows * row_bytes > 2 * TILE_BYTES:  # very wide planes: split the rows too
+        columns = max(chunks[3], int(TILE_BYTES * n_columns / (row_bytes * rows)) // chunks[3] * chunks[3])
+    return [(y, min(y + rows, y1), x, min(x + columns, n_columns))
+            for y in range(y0, y1, rows) for x in range(0, n_columns, columns)]
+
+
+def _process_tile(raw: list[np.ndarray], normalizers, geometry: _Geometry, band: _Band,
+                  tile_box: tuple[int, int, int, int], case: UnlabeledCase, scratch: _Scratch) -> np.ndarray:
+    """(C, z, y, x) float32 output tile from the raw band (its input planes and rows, every column)."""
+    y0, y1, x0, x1 = tile_box
+    y_low, y_high, y_positions = _input_range(geometry.positions[1], y0, y1, geometry.in_shape[1])
+    y_low, y_high = y_low - band.input_ranges[1][0], y_high - band.input_ranges[1][0]  # rows of the band
+    x_low, x_high, x_positions = _input_range(geometry.positions[2], x0, x1, geometry.in_shape[2])
+    tile = scratch.array("tile", (len(raw), raw[0].shape[0], y_high - y_low, x_high - x_low), np.float32)
+    for c, band_data in enumerate(raw):
+        normalizers[c](band_data[:, y_low:y_high, x_low:x_high], tile[c])
+        if np.issubdtype(band_data.dtype, np.floating) and not np.isfinite(tile[c]).all():  # NaN stays NaN
+            raise NnsslError(f"{case.image_files[0]}: contains NaN or Inf voxels; fix or remove this image")
+    return resampling.resample_block(tile, [band.z_positions, y_positions, x_positions])
+
+
+def _write_band(raw: list[np.ndarray], band: _Band, normalizers, geometry: _Geometry, data, grid: CoarseGrid,
+                case: UnlabeledCase, scratch: _Scratch) -> None:
+    """Processes one read band in chunk-aligned tiles and writes them into ``data``."""
+    z0, z1 = band.z_range
+    for y0, y1, x0, x1 in _tiles(len(raw), band, data.chunks, geometry.out_shape[2]):
+        tile = _process_tile(raw, normalizers, geometry, band, (y0, y1, x0, x1), case, scratch)
+        data[:, z0:z1, y0:y1, x0:x1] = _as_storage_type(tile, data.dtype, scratch)
         grid.add(tile[0] if len(tile) == 1 else tile.mean(axis=0), (z0, y0, x0))
 
 
-def _read_band(volumes: list[LazyVolume], transpose: list[int], band: _Band) -> list[np.ndarray]:
-    return [_read_transposed(v, transpose, band.input_ranges) for v in volumes]
+def _as_storage_type(tile: np.ndarray, dtype: np.dtype, scratch: _Scratch) -> np.ndarray:
+    if dtype == np.float16:  # torch's vectorized conversion is several times faster than numpy's
+        import torch
+
+        half = scratch.array("half", tile.shape, np.float16)
+        torch.from_numpy(half).copy_(torch.from_numpy(np.ascontiguousarray(tile)))
+        return half
+    return tile.astype(dtype, copy=False)
+
+
+def _storage_dtype(volumes: list[LazyVolume], normalizers) -> np.dtype:
+    """float16 when every value the input type can hold normalizes into float16's range, else float32."""
+    if not np.issubdtype(volumes[0].dtype, np.integer):
+        return np.dtype(np.float32)
+    info = np.iinfo(volumes[0].dtype)
+    for normalize in normalizers:
+        extremes = np.empty((1, 1, 2), np.float32)
+        normalize(np.array([[[info.min, info.max]]], np.float32), extremes)
+        if not np.all(np.abs(extremes) < 6e4):
+            return np.dtype(np.float32)
+    return np.dtype(np.float16)
 
 
 def preprocess_large_case(case: UnlabeledCase, target: BlockwiseTarget, folder: str, seed: int = 0) -> None:
     """Writes ``case`` into ``folder`` in nnU-Net's format, resuming an interrupted run of the same case.
 
-    The next band is read (decoded) in a thread while the current one is normalized, resampled and
-    compressed: at most two bands of raw input are held.
+    Reading, processing and compressing run one after the other: on small machines, overlapping them in
+    threads or processes measured slower (blosc2 holds the GIL while it writes; cores are few).
     """
     volumes = open_case_volumes(case)
     geometry = _geometry(volumes[0], target)
     normalizers = block_normalizers(target.normalization_schemes, target.use_mask_for_norm,
                                     target.intensity_properties, sample_voxels(volumes))
-    data = case_store.open_data(folder, case.identifier, (len(volumes), *geometry.out_shape), target.patch_size)
+    data = case_store.open_data(folder, case.identifier, (len(volumes), *geometry.out_shape), target.patch_size,
+                                _storage_dtype(volumes, normalizers))
     slab = data.chunks[1]
     progress = _Progress(folder, case.identifier, geometry.out_shape, slab)
     if progress.slabs_done:
         logger.info("%s: resuming block-wise preprocessing at slab %d of %d", case.identifier,
                     progress.slabs_done + 1, -(-geometry.out_shape[0] // slab))
     bands = _bands(geometry, slab, _band_rows(volumes, geometry, slab, data.chunks[2]), progress.slabs_done)
-    with ThreadPoolExecutor(1) as reader:
-        upcoming = reader.submit(_read_band, volumes, target.transpose_forward, bands[0]) if bands else None
-        for index, band in enumerate(bands):
-            raw = upcoming.result()
-            if index + 1 < len(bands):
-                upcoming = reader.submit(_read_band, volumes, target.transpose_forward, bands[index + 1])
-            _write_band(raw, band, normalizers, geometry, data, progress.grid, case)
-            del raw
-            if band.last_of_slab:
-                progress.save(band.slab_index + 1)
+    scratch = _Scratch()
+    for band in bands:
+        raw = [read_region(v, target.transpose_forward, band.input_ranges,
+                           scratch.array(("band", c), [h - lo for lo, h in band.input_ranges], v.dtype))
+               for c, v in enumerate(volumes)]
+        _write_band(raw, band, normalizers, geometry, data, progress.grid, case, scratch)
+        if band.last_of_slab:
+            progress.save(band.slab_index + 1)
     del data
     properties = {
         "spacing": list(volumes[0].spacing), "shape_before_cropping": list(geometry.in_shape),

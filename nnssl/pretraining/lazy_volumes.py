@@ -31,7 +31,8 @@ class LazyVolume:
     dtype: np.dtype
     spacing: tuple[float, float, float]
 
-    def read(self, region: Region) -> np.ndarray:
+    def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
+        """The voxels of ``region`` (z, y, x), into ``out`` when given and the reader supports it."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -54,7 +55,7 @@ class ZarrArrayVolume(LazyVolume):
         self.dtype = np.dtype(array.dtype)
         self.spacing = tuple(float(s) for s in spacing)
 
-    def read(self, region: Region) -> np.ndarray:
+    def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         index = region if self.channel is None else (self.channel, *region)
         return np.asarray(self.array[index])
 
@@ -83,7 +84,7 @@ class TiffVolume(ZarrArrayVolume):
     """A TIFF stack: whole planes are decoded page by page (fast), parts of planes through the Zarr view
     (only the strips or tiles needed)."""
 
-    def read(self, region: Region) -> np.ndarray:
+    def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         whole_planes = all(r.indices(n)[:2] == (0, n) and r.step in (None, 1)
                            for r, n in zip(region[1:], self.shape[1:]))
         if not whole_planes:
@@ -93,9 +94,11 @@ class TiffVolume(ZarrArrayVolume):
         z_indices = list(range(*region[0].indices(self.shape[0])))
         if not z_indices:
             return np.zeros((0, *self.shape[1:]), self.dtype)
+        shape = (len(z_indices), *self.shape[1:])
+        target = out if out is not None and out.shape == shape and out.dtype == self.dtype else None
         with tifffile.TiffFile(self.path) as tif:
-            planes = tif.asarray(key=z_indices, series=0, maxworkers=1)
-        return planes.reshape(len(z_indices), *self.shape[1:])
+            planes = tif.asarray(key=z_indices, series=0, maxworkers=1, out=target)
+        return planes.reshape(shape)
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -130,7 +133,7 @@ class PlaneFolderVolume(LazyVolume):
         self.dtype = np.dtype(dtype)
         self.spacing = tuple(float(s) for s in spacing)
 
-    def read(self, region: Region) -> np.ndarray:
+    def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         import tifffile
 
         z_indices = range(*region[0].indices(self.shape[0]))
