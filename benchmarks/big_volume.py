@@ -127,7 +127,7 @@ def tissue_fractions(run: str, shape, patch: list[int]) -> tuple[float, float]:
         for _, lower, upper in boxes:
             z0, z1 = max(0, lower[0]), min(shape[0], upper[0])
             y0, y1, x0, x1 = max(0, lower[1]), min(shape[1], upper[1]), max(0, lower[2]), min(shape[2], upper[2])
-            hits += bool(z1 > z0 and mask(z0, z1)[:, y0:y1, x0:x1].any())
+            hits += bool(z1 > z0 and y1 > y0 and x1 > x0 and mask(z0, z1, y0, y1, x0, x1).any())
         fractions.append(hits / len(boxes))
     return fractions[0], fractions[1]
 

@@ -106,15 +106,16 @@ def lsm_like_slab(shape: Sequence[int], seed: int = 0, tissue_radius: float = 0.
     return make_slab
 
 
-def tissue_mask_slab(shape: Sequence[int], tissue_radius: float = 0.3) -> Callable[[int, int], np.ndarray]:
-    """The ground-truth tissue mask of ``lsm_like_slab`` for planes z0..z1 (bool)."""
+def tissue_mask_slab(shape: Sequence[int], tissue_radius: float = 0.3) -> Callable[..., np.ndarray]:
+    """The ground-truth tissue mask of ``lsm_like_slab``: ``mask(z0, z1, y0=0, y1=Y, x0=0, x1=X)`` (bool)."""
     centre = np.array(shape, np.float32) / 2
     radii = np.array(shape, np.float32) * tissue_radius
 
-    def mask(z0: int, z1: int) -> np.ndarray:
+    def mask(z0: int, z1: int, y0: int = 0, y1: int | None = None, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        y1, x1 = shape[1] if y1 is None else y1, shape[2] if x1 is None else x1
         z = ((np.arange(z0, z1, dtype=np.float32) - centre[0]) / radii[0])[:, None, None] ** 2
-        y = ((np.arange(shape[1], dtype=np.float32) - centre[1]) / radii[1])[None, :, None] ** 2
-        x = ((np.arange(shape[2], dtype=np.float32) - centre[2]) / radii[2])[None, None, :] ** 2
+        y = ((np.arange(y0, y1, dtype=np.float32) - centre[1]) / radii[1])[None, :, None] ** 2
+        x = ((np.arange(x0, x1, dtype=np.float32) - centre[2]) / radii[2])[None, None, :] ** 2
         return (z + y + x) <= 1.0
 
     return mask
