@@ -232,8 +232,9 @@ def preprocess_large_case(case: UnlabeledCase, target: BlockwiseTarget, folder: 
     geometry = _geometry(volumes[0], target)
     normalizers = block_normalizers(target.normalization_schemes, target.use_mask_for_norm,
                                     target.intensity_properties, sample_voxels(volumes))
+    aligned = geometry.positions[0] is None and target.transpose_forward[0] == 0  # output z = input z
     data = case_store.open_data(folder, case.identifier, (len(volumes), *geometry.out_shape), target.patch_size,
-                                _storage_dtype(volumes, normalizers))
+                                _storage_dtype(volumes, normalizers), volumes[0].z_chunk if aligned else None)
     slab = data.chunks[1]
     progress = _Progress(folder, case.identifier, geometry.out_shape, slab)
     if progress.slabs_done:

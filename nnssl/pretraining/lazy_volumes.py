@@ -30,6 +30,7 @@ class LazyVolume:
     shape: tuple[int, int, int]
     dtype: np.dtype
     spacing: tuple[float, float, float]
+    z_chunk: int = 1  # planes decoded together (a Zarr chunk's height; a TIFF page is one plane)
 
     def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         """The voxels of ``region`` (z, y, x), into ``out`` when given and the reader supports it."""
@@ -54,6 +55,8 @@ class ZarrArrayVolume(LazyVolume):
         self.shape = _checked_shape(path, shape)
         self.dtype = np.dtype(array.dtype)
         self.spacing = tuple(float(s) for s in spacing)
+        chunks = getattr(array, "chunks", None)
+        self.z_chunk = int(chunks[-3]) if chunks and len(chunks) >= 3 else 1
 
     def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         index = region if self.channel is None else (self.channel, *region)

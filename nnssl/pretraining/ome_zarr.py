@@ -32,6 +32,7 @@ class _FirstTimePoint:
 
     def __init__(self, array) -> None:
         self.array, self.shape, self.dtype = array, tuple(array.shape[1:]), array.dtype
+        self.chunks = tuple(array.chunks[1:])
 
     def __getitem__(self, index):
         index = index if isinstance(index, tuple) else (index,)
