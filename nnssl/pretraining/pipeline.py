@@ -50,7 +50,7 @@ class PretrainRequest:
     settings: dict = field(default_factory=dict)  # PretrainSettings fields
 
 
-def _check_cases(cases: list[UnlabeledCase], blockwise_min_voxels: int) -> list[UnlabeledCase]:
+def _check_cases(cases: list[UnlabeledCase], blockwise_min_voxels: int = 2**27) -> list[UnlabeledCase]:
     """Headers first (cheap), then voxels (of a sample of planes for volumes preprocessed block by block);
     constant images are skipped with a warning."""
     for case in cases:
