@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from nnssl.cli.common import run_cli, setup_logging
+from nnssl.pretraining.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS
 
 DESCRIPTION = __doc__
 
@@ -36,7 +37,7 @@ def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
                              "CT selects CT normalization)")
     parser.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="spacing of TIFF, plane-folder and plain-Zarr images without a sidecar .json")
-    parser.add_argument("--blockwise-min-voxels", type=int, default=2**27, metavar="N",
+    parser.add_argument("--blockwise-min-voxels", type=int, default=DEFAULT_BLOCKWISE_MIN_VOXELS, metavar="N",
                         help="TIFF, plane-folder and Zarr cases with at least N voxels (all channels) are "
                              "preprocessed block by block with bounded memory (default 2**27; 0: always)")
 

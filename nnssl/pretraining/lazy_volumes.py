@@ -21,6 +21,8 @@ from nnssl.pretraining.image_discovery import PLANES, TIFF_ENDINGS, UnlabeledCas
 logger = logging.getLogger(__name__)
 
 Region = tuple[slice, slice, slice]
+# cases of a lazily readable format this large (voxels, all channels) are preprocessed block by block
+DEFAULT_BLOCKWISE_MIN_VOXELS = 2**27
 
 
 class LazyVolume:

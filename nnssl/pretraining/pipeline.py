@@ -18,7 +18,7 @@ from nnssl.errors import NnsslError
 from nnssl.pretraining import distributed, run_folder
 from nnssl.pretraining.image_discovery import LAZY_ENDINGS, UnlabeledCase, discover_cases
 from nnssl.pretraining.image_reading import CaseLoader, ConstantImageError, check_case_header, check_case_sample
-from nnssl.pretraining.lazy_volumes import case_voxels
+from nnssl.pretraining.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS, case_voxels
 
 if TYPE_CHECKING:  # torch and nnU-Net load after the cheap checks
     from nnssl.pretraining.trainer import PretrainData
@@ -46,11 +46,12 @@ class PretrainRequest:
     num_processes: int = 1
     continue_run: bool = False
     progress_bar: bool = True
-    blockwise_min_voxels: int = 2**27  # TIFF / Zarr / plane folders this large are preprocessed block by block
+    blockwise_min_voxels: int = DEFAULT_BLOCKWISE_MIN_VOXELS
     settings: dict = field(default_factory=dict)  # PretrainSettings fields
 
 
-def _check_cases(cases: list[UnlabeledCase], blockwise_min_voxels: int = 2**27) -> list[UnlabeledCase]:
+def _check_cases(cases: list[UnlabeledCase],
+                 blockwise_min_voxels: int = DEFAULT_BLOCKWISE_MIN_VOXELS) -> list[UnlabeledCase]:
     """Headers first (cheap), then voxels (of a sample of planes for volumes preprocessed block by block);
     constant images are skipped with a warning."""
     for case in cases:
