@@ -168,7 +168,7 @@ def _tiles(n_channels: int, band: _Band, chunks: Sequence[int], n_columns: int) 
     row_bytes = 4 * n_channels * (z1 - z0) * n_columns
     rows = max(chunks[2], int(TILE_BYTES / row_bytes) // chunks[2] * chunks[2])
     columns = n_columns
-    if rows * row_bytes > 2 * TILE_BYTES:  # very wide planes: split the rows too
+    if rows * row_bytes > 2 * TILE_BYTES:  # very wide planes: split the columns too
         columns = max(chunks[3], int(TILE_BYTES * n_columns / (row_bytes * rows)) // chunks[3] * chunks[3])
     return [(y, min(y + rows, y1), x, min(x + columns, n_columns))
             for y in range(y0, y1, rows) for x in range(0, n_columns, columns)]
