@@ -18,6 +18,8 @@ import numpy as np
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
 
+from nnssl.atomic_files import write_atomic
+
 # LZ4 like nnU-Net (whose LZ4HC is too slow to write terabytes); fast to decompress patch by patch
 CPARAMS = {"codec": blosc2.Codec.LZ4, "clevel": 1, "filters": [blosc2.Filter.SHUFFLE]}
 
@@ -72,15 +74,6 @@ def open_data(folder: str, case_id: str, shape: Sequence[int], patch_size: Seque
                         cparams=dict(CPARAMS, nthreads=_compression_threads()), mode="w")
 
 
-def _write_pickle_atomic(obj: object, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def finish_case(folder: str, case_id: str, properties: dict, patch_size: Sequence[int]) -> None:
     """Moves the finished data into place, writes the zero seg and, last, the properties."""
     work = work_folder(folder, case_id)
@@ -93,7 +86,7 @@ def finish_case(folder: str, case_id: str, properties: dict, patch_size: Sequenc
     blosc2.zeros(seg_shape, dtype=np.int16, chunks=chunks, blocks=blocks, urlpath=seg_path, mode="w")
     del data
     os.replace(os.path.join(work, "data.b2nd"), os.path.join(folder, case_id + ".b2nd"))
-    _write_pickle_atomic(properties, os.path.join(folder, case_id + ".pkl"))
+    write_atomic(os.path.join(folder, case_id + ".pkl"), lambda f: pickle.dump(properties, f))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnssl.atomic_files import write_atomic
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plans import (
     build_network,
@@ -330,19 +330,8 @@ def validate_plans(plans: dict, dataset_json: dict, checkpoint: dict, checkpoint
 
 
 def write_json_atomic(obj: Any, path: str) -> None:
-    """Writes JSON via a temporary file in the same folder and ``os.replace`` (no half-written plans)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """Writes JSON atomically (no half-written plans)."""
+    write_atomic(path, lambda f: json.dump(obj, f, indent=4, sort_keys=False), binary=False)
 
 
 def plan_like_pretrained(

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnssl.atomic_files import write_atomic
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
 from nnssl.nnunet_adapter.fingerprint import analyze_sample
 from nnssl.pretraining import resampling
-from nnssl.pretraining.image_discovery import LAZY_ENDINGS, UnlabeledCase
-from nnssl.pretraining.lazy_volumes import LazyVolume, case_voxels, open_case_volumes, sample_voxels
+from nnssl.pretraining.image_discovery import UnlabeledCase
+from nnssl.pretraining.lazy_volumes import LazyVolume, open_case_volumes, sample_voxels
 from nnssl.pretraining.tissue_sampling import CoarseGrid, class_locations
 
 logger = logging.getLogger(__name__)
@@ -114,13 +115,10 @@ class _Progress:
 
     def save(self, slabs_done: int) -> None:
         self.slabs_done = slabs_done
-        grid_tmp = os.path.join(self.work, "grid.tmp.npz")
-        np.savez(grid_tmp, sums=self.grid.sums, counts=self.grid.counts)
-        os.replace(grid_tmp, os.path.join(self.work, "grid.npz"))
+        write_atomic(os.path.join(self.work, "grid.npz"),
+                     lambda f: np.savez(f, sums=self.grid.sums, counts=self.grid.counts))
         state = {"slabs_done": slabs_done, "slab": self.slab, "out_shape": list(self.grid.shape)}
-        with open(self.state_file + ".tmp", "w") as f:
-            json.dump(state, f)
-        os.replace(self.state_file + ".tmp", self.state_file)
+        write_atomic(self.state_file, lambda f: json.dump(state, f), binary=False)
 
 
 def _band_rows(volumes: list[LazyVolume], geometry: _Geometry, slab: int, chunk_rows: int) -> int:
@@ -268,12 +266,6 @@ class LargeCaseWriter:
 
     def __call__(self, case_id: str, folder: str) -> None:
         preprocess_large_case(self.cases[case_id], self.target, folder)
-
-
-def is_large_case(case: UnlabeledCase, min_voxels: int) -> bool:
-    """Whether ``case`` is preprocessed block by block: a lazily readable format at or above ``min_voxels``
-    (all channels together). Other formats (NIfTI, MHA, NRRD) are always read whole by nnU-Net's readers."""
-    return case.file_ending in LAZY_ENDINGS and case_voxels(case) >= min_voxels
 
 
 def fingerprint_entry(case: UnlabeledCase, num_samples: int) -> dict:

@@ -16,13 +16,13 @@ Layout of an nnssl pretraining checkpoint (every value is a plain Python type or
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from nnssl.atomic_files import write_atomic
 from nnssl.errors import NnsslError
 
 FINAL_CHECKPOINT = "checkpoint_final.pth"
@@ -49,19 +49,7 @@ def save_atomic(checkpoint: Mapping[str, Any], path: str) -> None:
 
     A crash or kill while writing leaves the previous file at ``path`` untouched and no temporary file.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(to_plain(checkpoint), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    write_atomic(path, lambda f: torch.save(to_plain(checkpoint), f))
 
 
 def remove_stale_temporaries(folder: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from nnssl.errors import NnsslError
 from nnssl.pretraining import ome_zarr
-from nnssl.pretraining.image_discovery import PLANES, TIFF_ENDINGS, UnlabeledCase
+from nnssl.pretraining.image_discovery import LAZY_ENDINGS, PLANES, TIFF_ENDINGS, UnlabeledCase
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,12 @@ def case_voxels(case: UnlabeledCase) -> int:
     """Voxels of all channels together (headers only)."""
     volumes = open_case_volumes(case)
     return len(volumes) * int(np.prod(volumes[0].shape))
+
+
+def is_large_case(case: UnlabeledCase, min_voxels: int) -> bool:
+    """Whether ``case`` is preprocessed block by block: a lazily readable format at or above ``min_voxels``
+    (all channels together). Other formats (NIfTI, MHA, NRRD) are always read whole by nnU-Net's readers."""
+    return case.file_ending in LAZY_ENDINGS and case_voxels(case) >= min_voxels
 
 
 def read_whole(volumes: Sequence[LazyVolume]) -> np.ndarray:

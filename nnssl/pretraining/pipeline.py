@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from nnssl.errors import NnsslError
 from nnssl.pretraining import distributed, run_folder
-from nnssl.pretraining.image_discovery import LAZY_ENDINGS, UnlabeledCase, discover_cases
+from nnssl.pretraining.image_discovery import UnlabeledCase, discover_cases
 from nnssl.pretraining.image_reading import CaseLoader, ConstantImageError, check_case_header, check_case_sample
-from nnssl.pretraining.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS, case_voxels
+from nnssl.pretraining.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS, is_large_case
 
 if TYPE_CHECKING:  # torch and nnU-Net load after the cheap checks
     from nnssl.pretraining.trainer import PretrainData
@@ -60,7 +60,7 @@ def _check_cases(cases: list[UnlabeledCase],
     loader = CaseLoader({c.identifier: c for c in cases})
     for case in cases:
         try:
-            if case.file_ending in LAZY_ENDINGS and case_voxels(case) >= blockwise_min_voxels:
+            if is_large_case(case, blockwise_min_voxels):
                 check_case_sample(case)
             else:
                 loader(case.identifier)

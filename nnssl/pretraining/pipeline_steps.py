@@ -16,6 +16,7 @@ from nnssl.pretraining import checkpoint as ckpt
 from nnssl.pretraining import distributed
 from nnssl.pretraining.image_discovery import UnlabeledCase, channel_count
 from nnssl.pretraining.image_reading import CaseLoader
+from nnssl.pretraining.lazy_volumes import is_large_case
 from nnssl.pretraining.pipeline import PretrainRequest
 from nnssl.pretraining.registry import get_method
 from nnssl.pretraining.reporting import add_file_log
@@ -106,7 +107,7 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
 
 
 def _large_cases(cases: list[UnlabeledCase], min_voxels: int) -> frozenset[str]:
-    return frozenset(c.identifier for c in cases if blockwise.is_large_case(c, min_voxels))
+    return frozenset(c.identifier for c in cases if is_large_case(c, min_voxels))
 
 
 def check_batch_split(request: PretrainRequest, data: PretrainData) -> None:

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 
+from nnssl.atomic_files import write_atomic
 from nnssl.errors import NnsslError
 from nnssl.pretraining.checkpoint import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 
@@ -47,8 +48,4 @@ def read_run_file(folder: str) -> dict:
 
 
 def write_run_file(folder: str, run: dict) -> None:
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, RUN_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(run, f, indent=2)
-    os.replace(tmp, os.path.join(folder, RUN_FILE))
+    write_atomic(os.path.join(folder, RUN_FILE), lambda f: json.dump(run, f, indent=2), binary=False)
