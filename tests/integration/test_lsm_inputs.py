@@ -119,10 +119,11 @@ def test_killed_preprocessing_resumes(nnunet, tmp_path):
     process = subprocess.Popen([str(BIN / "nnssl_pretrain"), *args], env=nnunet.env(), cwd=nnunet.root,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    progress = list(out.glob("nnUNet_workspace/nnUNet_preprocessed/*/nnssl_*.partial/organ.inprogress/progress.json"))
+    saved_slab = "nnUNet_workspace/nnUNet_preprocessed/*/nnssl_*.partial/organ.inprogress/progress.json"
+    progress = list(out.glob(saved_slab))
     while not progress and process.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-        progress = list(out.glob("nnUNet_workspace/nnUNet_preprocessed/*/nnssl_*.partial/organ.inprogress/progress.json"))
+        progress = list(out.glob(saved_slab))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert progress, "preprocessing finished before it could be interrupted; make the volume larger"
