@@ -75,19 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_flow_arguments(parser)
     _add_training_arguments(parser)
-    # method options are few and cheap to declare; the methods themselves load after the input checks
-    parser.add_argument("--mask-ratio", type=float, default=0.75, help="mae: fraction of blocks hidden (default 0.75)")
-    parser.add_argument("--block-size", type=int, default=16,
-                        help="mae: mask block edge in voxels (default 16), shrunk so a patch holds >= 4 blocks "
-                             "per axis")
+    parser.add_argument("--method-arg", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="a setting of the SSL method, e.g. --method-arg mask_ratio=0.6 block_size=8 "
+                             "(settings and defaults: docs/methods.md; recorded in the checkpoint)")
+    # shorthands of the masked methods' two main settings (mae, sparkmae)
+    parser.add_argument("--mask-ratio", type=float, default=None,
+                        help="masked methods: fraction of blocks hidden (mae 0.75, sparkmae 0.6)")
+    parser.add_argument("--block-size", type=int, default=None,
+                        help="masked methods: mask block edge in voxels (default 16), shrunk so a patch holds >= 4 "
+                             "blocks per axis")
     return parser
+
+
+def method_settings(args: argparse.Namespace) -> dict:
+    """The method's settings from ``--method-arg`` and the shorthands (checked against the method)."""
+    from nnssl.pretraining.registry import create_method, parse_method_args
+
+    settings = parse_method_args(args.method, args.method_arg)
+    for key in ("mask_ratio", "block_size"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    create_method(args.method, (64, 64, 64), 1, settings)  # bad settings fail now, not after preprocessing
+    return settings
 
 
 def _request(args: argparse.Namespace):
     from nnssl.pretraining.pipeline import PretrainRequest
 
     settings = {
-        "method": args.method, "method_settings": {"mask_ratio": args.mask_ratio, "block_size": args.block_size},
+        "method": args.method, "method_settings": method_settings(args),
         "epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
         "val_iterations": args.val_iterations, "batch_size": args.batch_size, "patch_size": args.patch_size,
         "initial_lr": args.lr, "seed": args.seed, "save_every_iterations": args.save_every_iterations,
@@ -107,7 +123,7 @@ def _request(args: argparse.Namespace):
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.epochs < 1 or args.iterations_per_epoch < 1:
         parser.error("--epochs and --iterations-per-epoch must be >= 1")
-    if not 0.0 < args.mask_ratio < 1.0:
+    if args.mask_ratio is not None and not 0.0 < args.mask_ratio < 1.0:
         parser.error("--mask-ratio must be between 0 and 1")
     if not 0.0 <= args.random_patch_fraction <= 1.0:
         parser.error("--random-patch-fraction must be between 0 and 1")

@@ -6,8 +6,9 @@ module explicitly, so an unknown name fails at argument parsing with the list of
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from nnssl.errors import NnsslError
 
@@ -38,3 +39,54 @@ def get_method(name: str) -> type:
     if name not in _METHODS:
         raise NnsslError(f"unknown SSL method '{name}'; choose one of: {', '.join(known)}")
     return _METHODS[name]
+
+
+# constructor arguments every method takes from the loop, not from the user
+_LOOP_ARGUMENTS = ("self", "patch_size", "num_input_channels")
+
+
+def method_arguments(name: str) -> dict[str, Any]:
+    """The settings a method accepts, with their defaults (its constructor's keyword arguments)."""
+    parameters = inspect.signature(get_method(name).__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.name not in _LOOP_ARGUMENTS
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def _typed(value: str, default: Any) -> Any:
+    """``value`` converted to the type of the setting's default."""
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(value)
+        return value.lower() in ("true", "1")
+    return type(default)(value) if isinstance(default, (int, float)) else value
+
+
+def parse_method_args(name: str, pairs: list[str]) -> dict[str, Any]:
+    """``["mask_ratio=0.6", ...]`` -> ``{"mask_ratio": 0.6}``, typed like the defaults; unknown keys
+    and unparsable values raise an NnsslError naming the method's settings."""
+    known, settings = method_arguments(name), {}
+    listing = ", ".join(f"{k}={v}" for k, v in known.items()) or "none"
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise NnsslError(f"--method-arg {pair!r}: method '{name}' takes key=value with a key of: {listing}")
+        try:
+            settings[key] = _typed(value.strip(), known[key])
+        except ValueError:
+            raise NnsslError(f"--method-arg {pair!r}: {value!r} is not a {type(known[key]).__name__} "
+                             f"(default {known[key]})") from None
+    return settings
+
+
+def create_method(name: str, patch_size: Sequence[int], num_input_channels: int, settings: dict[str, Any]):
+    """The method ``name`` built with ``settings``; a bad setting is a one-line NnsslError."""
+    method_class = get_method(name)
+    unknown = sorted(set(settings) - set(method_arguments(name)))
+    if unknown:
+        raise NnsslError(f"method '{name}' has no setting {', '.join(unknown)}; its settings: "
+                         f"{', '.join(method_arguments(name)) or 'none'}")
+    try:
+        return method_class(patch_size, num_input_channels, **settings)
+    except ValueError as e:
+        raise NnsslError(f"method '{name}': {e}") from None

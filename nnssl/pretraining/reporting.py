@@ -48,14 +48,15 @@ def plot_progress(history: dict, path: str) -> None:
 
 
 def save_preview(preview: dict[str, torch.Tensor], path: str, title: str) -> None:
-    """Middle slices (z, y, x planes) of the first sample, channel 0: input / masked / reconstruction.
+    """Middle slices (z, y, x planes) of the first sample, channel 0, one row per preview entry (the
+    method's order, e.g. input / masked / reconstruction).
 
     ``preview`` tensors are (B, C, Z, Y, X).
     """
-    rows = ["input", "masked", "reconstruction"]
+    rows = list(preview)[:3]
     volumes = [preview[r][0, 0].detach().float().cpu().numpy() for r in rows]
     low, high = np.percentile(volumes[0], (0.5, 99.5))
-    fig, axes = plt.subplots(3, 3, figsize=(9, 9))
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row, (name, volume) in enumerate(zip(rows, volumes)):
         z, y, x = (s // 2 for s in volume.shape)
         for col, (plane, image) in enumerate((("z", volume[z]), ("y", volume[:, y]), ("x", volume[:, :, x]))):

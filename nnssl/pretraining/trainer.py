@@ -34,11 +34,12 @@ from tqdm import tqdm
 import nnssl
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import dataloading
+from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
 from nnssl.pretraining import checkpoint as ckpt
 from nnssl.pretraining import distributed
-from nnssl.pretraining.methods.base import SSLMethod
-from nnssl.pretraining.registry import get_method
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel
+from nnssl.pretraining.registry import create_method, get_method
 from nnssl.pretraining.reporting import plot_progress, save_preview
 from nnssl.pretraining.state import capture_rng_state, restore_rng_state, seed_everything
 
@@ -131,23 +132,31 @@ class Pretrainer:
         self.batch_size = local_batch_size(self.global_batch_size, self.world_size, self.rank)
         self.num_channels = len(data.dataset_json["channel_names"])
         method_class = get_method(settings.method)
-        self.method: SSLMethod = method_class(self.patch_size, self.num_channels, **settings.method_settings)
+        self.method: SSLMethod = create_method(settings.method, self.patch_size, self.num_channels,
+                                               settings.method_settings)
         self.network = build_network(data.plans, data.configuration, self.num_channels,
                                      method_class.num_output_channels(self.num_channels)).to(device)
+        if not method_class.trains_decoder:  # its loss never reaches the decoder: no state, no all-reduce
+            for parameter in decoder_parameters(self.network):
+                parameter.requires_grad_(False)
+        heads = self.method.build_heads(self.network).to(device)
         if self.world_size > 1 and device.type == "cuda":  # as nnU-Net: BatchNorm statistics over all GPUs
             self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
-        self.optimizer = torch.optim.SGD(self.network.parameters(), settings.initial_lr, momentum=0.99,
+            heads = torch.nn.SyncBatchNorm.convert_sync_batchnorm(heads)
+        compiled = torch.compile(self.network) if compile_network and device.type == "cuda" else None
+        self.ssl_model = SSLModel(self.network, heads, self.method, compiled)
+        self.trainable_parameters = [p for p in self.ssl_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(self.trainable_parameters, settings.initial_lr, momentum=0.99,
                                          nesterov=True, weight_decay=settings.weight_decay)
         self.grad_scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-        self.model = torch.compile(self.network) if compile_network and device.type == "cuda" else self.network
-        self.train_model = self._wrap_ddp() if self.world_size > 1 else self.model
+        self.train_model = self._wrap_ddp() if self.world_size > 1 else self.ssl_model
         self.mask_generator = torch.Generator().manual_seed(settings.seed + self.rank)
         self.epoch, self.iteration_in_epoch = 0, 0
         self.history: dict[str, list] = {"train_losses": [], "val_losses": [], "lrs": [], "epoch_times": []}
         self.partial_epoch_losses: list[float] = []
 
     def _wrap_ddp(self) -> torch.nn.Module:
-        """DistributedDataParallel around the (compiled) network, as nnU-Net wraps it.
+        """DistributedDataParallel around the network and the method's modules, as nnU-Net wraps its network.
 
         The deep-supervision heads that no loss reaches are frozen (they get no gradient in a single
         process either), so DDP needs no search for unused parameters in every step; only for a
@@ -158,7 +167,7 @@ class Pretrainer:
             parameter.requires_grad_(False)
         device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
             if self.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
+        return torch.nn.parallel.DistributedDataParallel(self.ssl_model, device_ids=device_ids,
                                                          find_unused_parameters=unused is None)
 
     # ----------------------------------------------------------------------------------------- state
@@ -187,7 +196,8 @@ class Pretrainer:
         """The checkpoint of this process's state; ``rank_states``: every process's ``_rank_state()``."""
         meta = self.metadata()
         checkpoint = {
-            "network_weights": unwrap_network(self.model).state_dict(),
+            "network_weights": unwrap_network(self.network).state_dict(),
+            "method_state": self.ssl_model.heads.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "current_epoch": self.epoch, "iteration_in_epoch": self.iteration_in_epoch,
@@ -240,6 +250,7 @@ class Pretrainer:
     def restore(self, path: str) -> None:
         state = ckpt.load_checkpoint(path)
         self.network.load_state_dict(state["network_weights"])
+        self.ssl_model.heads.load_state_dict(state.get("method_state") or {})
         self.optimizer.load_state_dict(state["optimizer_state"])
         if self.grad_scaler is not None and state.get("grad_scaler_state"):
             self.grad_scaler.load_state_dict(state["grad_scaler_state"])
@@ -261,17 +272,20 @@ class Pretrainer:
         """One optimizer step on a batch (B, C, Z, Y, X); returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.method.forward(self.train_model, images, self.mask_generator).loss
+            loss = self.train_model(images, self.mask_generator).loss
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters, self.settings.grad_clip)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters, self.settings.grad_clip)
             self.optimizer.step()
+        s = self.settings
+        steps_done = self.epoch * s.iterations_per_epoch + self.iteration_in_epoch + 1
+        self.method.after_optimizer_step(self.ssl_model, steps_done / (s.epochs * s.iterations_per_epoch))
         return float(loss.detach())
 
     @torch.no_grad()
@@ -280,15 +294,15 @@ class Pretrainer:
 
         Every process validates its own batches with the plain network (no DDP); the mean is over all.
         """
-        self.model.eval()
+        self.ssl_model.eval()
         generator = torch.Generator().manual_seed(self.settings.seed + 1)
         losses, preview = [], {}
         for images in batches:
             with self._autocast():
-                out = self.method.forward(self.model, images.to(self.device), generator)
+                out = self.ssl_model(images.to(self.device), generator)
             losses.append(float(out.loss))
             preview = preview or out.preview
-        self.model.train()
+        self.ssl_model.train()
         local = float(np.mean(losses)) if losses else float("nan")
         return distributed.weighted_mean(local, len(losses) * self.batch_size), preview
 

@@ -1,4 +1,4 @@
-"""What every SSL method provides to the pretraining loop."""
+"""What every SSL method provides to the pretraining loop, and the module the loop trains."""
 
 from __future__ import annotations
 
@@ -15,24 +15,49 @@ from torch import nn
 class StepOutput:
     """One forward pass of a method.
 
-    loss: scalar; preview: tensors for the reconstruction preview, each (B, C, Z, Y, X)
-    (``input``, ``masked``, ``reconstruction``).
+    loss: scalar; preview: three tensors for the validation preview figure, each (B, C, Z, Y, X),
+    in display order (e.g. ``input``, ``masked``, ``reconstruction``).
     """
 
     loss: torch.Tensor
     preview: dict[str, torch.Tensor]
 
 
+class SSLModel(nn.Module):
+    """nnU-Net's network plus the method's own modules (projection heads, mask tokens, a momentum
+    target): the one module the optimizer, DistributedDataParallel and checkpoints see.
+
+    ``network`` is nnU-Net's plain network (its weights are what fine-tuning loads);
+    ``run_network`` is the module to call for a full forward pass (the compiled network, if any).
+    """
+
+    def __init__(self, network: nn.Module, heads: nn.ModuleDict, method: SSLMethod,
+                 run_network: nn.Module | None = None) -> None:
+        super().__init__()
+        self.network, self.heads = network, heads
+        # plain attributes, not submodules: the compiled wrapper shares the network's parameters
+        self.__dict__["run_network"] = run_network or network
+        self.__dict__["method"] = method
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
+        return self.method.forward(self, images, generator)
+
+
 class SSLMethod(ABC):
     """An SSL objective on top of the network nnU-Net plans.
 
     The network is built by the loop with ``num_output_channels(C)`` outputs; the method decides
-    what goes in and what the loss compares. Settings are plain JSON values (stored in checkpoints).
+    what goes in and what the loss compares. Settings are plain JSON values (stored in checkpoints);
+    each is a constructor argument with a documented default (``--method-arg key=value``).
+
+    ``trains_decoder = False`` marks methods whose loss sees only encoder features: the loop freezes
+    the decoder (no optimizer state, no gradient all-reduce), and fine-tuning transfers the encoder.
     """
 
     method_name: str = ""
+    trains_decoder: bool = True
 
-    def __init__(self, patch_size: Sequence[int], num_input_channels: int, **settings: Any) -> None:
+    def __init__(self, patch_size: Sequence[int], num_input_channels: int) -> None:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.num_input_channels = num_input_channels
 
@@ -40,10 +65,19 @@ class SSLMethod(ABC):
     def num_output_channels(num_input_channels: int) -> int:
         return num_input_channels
 
+    def build_heads(self, network: nn.Module) -> nn.ModuleDict:
+        """Modules the method trains beside the network (none by default). Parameters with
+        ``requires_grad=False`` (a momentum target) are saved and restored but not optimized."""
+        return nn.ModuleDict()
+
+    def after_optimizer_step(self, model: SSLModel, progress: float) -> None:
+        """Called after every optimizer step; ``progress`` is the fraction of training done, in [0, 1]."""
+        return None
+
     @abstractmethod
     def settings(self) -> dict[str, Any]:
         """The method's settings as plain JSON values."""
 
     @abstractmethod
-    def forward(self, network: nn.Module, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def forward(self, model: SSLModel, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
         """Loss for a batch of preprocessed, augmented patches ``images`` of shape (B, C, Z, Y, X)."""

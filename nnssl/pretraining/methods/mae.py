@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from nnssl.pretraining.losses import MaskedMSELoss
 from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
-from nnssl.pretraining.methods.base import SSLMethod, StepOutput
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
 from nnssl.pretraining.registry import register_method
 
 
@@ -28,7 +27,6 @@ class MaskedAutoencoder(SSLMethod):
         num_input_channels: int,
         mask_ratio: float = 0.75,
         block_size: int = 16,
-        **_: Any,
     ) -> None:
         super().__init__(patch_size, num_input_channels)
         if not 0.0 < mask_ratio < 1.0:
@@ -48,8 +46,8 @@ class MaskedAutoencoder(SSLMethod):
                                  generator=generator, device=images.device).to(images.dtype)
         return images * (1 - mask), mask
 
-    def forward(self, network: nn.Module, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def forward(self, model: SSLModel, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
         masked, mask = self.mask(images, generator)
-        reconstruction = network(masked)
+        reconstruction = model.run_network(masked)
         loss = self.loss(reconstruction, images, mask)
         return StepOutput(loss, {"input": images, "masked": masked, "reconstruction": reconstruction})

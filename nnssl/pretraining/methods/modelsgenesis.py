@@ -1,0 +1,70 @@
+"""Models Genesis: learn to restore an image from a corrupted copy (Zhou et al., "Models Genesis",
+MICCAI 2019 / MedIA 2021), through the full U-Net.
+
+Each patch is corrupted on the device, the way the paper's ``generate_pair`` does it, with its
+probabilities: local voxel shuffling (p 0.5), a monotonic non-linear intensity transform from a random
+Bézier curve (p 0.9), then in-painting (p 0.9 x 0.2: up to 5 boxes of noise) or out-painting (p 0.9 x
+0.8: noise everywhere except up to 5 boxes). The transforms work on intensities rescaled to [0, 1] per
+patch (the paper's range), and the result is mapped back to nnU-Net's normalized range. The network
+restores the original patch; the loss is the MSE over all voxels. The paper's flips are left out:
+nnU-Net's augmentation already mirrors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from nnssl.pretraining.losses import MaskedMSELoss
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
+from nnssl.pretraining.registry import register_method
+from nnssl.pretraining.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
+
+
+@register_method("modelsgenesis")
+class ModelsGenesis(SSLMethod):
+    """Settings (the paper's defaults): ``local_rate`` 0.5, ``nonlinear_rate`` 0.9, ``paint_rate`` 0.9,
+    ``outpaint_rate`` 0.8 (of painting), ``shuffle_blocks`` 10000 (local shuffling boxes per patch, each
+    up to 1/10 of the patch per axis)."""
+
+    def __init__(self, patch_size: Sequence[int], num_input_channels: int, local_rate: float = 0.5,
+                 nonlinear_rate: float = 0.9, paint_rate: float = 0.9, outpaint_rate: float = 0.8,
+                 shuffle_blocks: int = 10000) -> None:
+        super().__init__(patch_size, num_input_channels)
+        rates = {"local_rate": local_rate, "nonlinear_rate": nonlinear_rate, "paint_rate": paint_rate,
+                 "outpaint_rate": outpaint_rate}
+        for name, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {rate}")
+        self.rates = {k: float(v) for k, v in rates.items()}
+        self.shuffle_blocks = int(shuffle_blocks)
+        self.loss = MaskedMSELoss()
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.rates, "shuffle_blocks": self.shuffle_blocks}
+
+    def corrupt(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One patch (C, Z, Y, X) in [0, 1] -> its corrupted copy, same shape."""
+        def happens(rate: float) -> bool:
+            return bool(torch.rand((), generator=generator) < rate)
+
+        if happens(self.rates["local_rate"]):
+            image = local_shuffle(image, self.shuffle_blocks, generator)
+        if happens(self.rates["nonlinear_rate"]):
+            image = bezier_intensity_map(image, generator)
+        if happens(self.rates["paint_rate"]):
+            image = out_paint(image, generator) if happens(self.rates["outpaint_rate"]) else in_paint(image, generator)
+        return image
+
+    def forward(self, model: SSLModel, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
+        dims = (1, 2, 3, 4)
+        low, high = images.amin(dim=dims, keepdim=True), images.amax(dim=dims, keepdim=True)
+        scale = (high - low).clamp_min(1e-6)
+        unit = (images - low) / scale
+        corrupted = torch.stack([self.corrupt(sample, generator) for sample in unit]) * scale + low
+        restored = model.run_network(corrupted)
+        everywhere = torch.ones_like(images[:, :1])
+        return StepOutput(self.loss(restored, images, everywhere),
+                          {"input": images, "corrupted": corrupted, "restored": restored})

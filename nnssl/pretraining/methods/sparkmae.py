@@ -1,0 +1,105 @@
+"""Sparse masked modeling for CNNs, in the style of SparK (Tian et al., ICLR 2023) and its 3D form
+S3D (Wald et al., "Revisiting MAE pre-training for 3D medical image segmentation", CVPR 2025).
+
+Random 3D blocks are hidden as in ``mae``, but hidden positions stay empty through the whole encoder,
+as in a sparse convolutional network: the input is masked, and every normalization layer of the
+encoder computes its statistics over visible positions only and writes 0 at hidden ones (at every
+resolution, with the mask max-pooled to it). Before decoding, a learned mask token per stage fills
+the hidden positions of each skip; the decoder reconstructs the image, and the loss is the MSE on
+hidden voxels. Unlike dense masking, the encoder never sees the artificial zeros of hidden blocks,
+so its statistics match those of unmasked fine-tuning images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from nnssl.nnunet_adapter.network_parts import (
+    decode,
+    encode,
+    encoder_channels,
+    encoder_norm_layers,
+    normalized_over_visible,
+)
+from nnssl.pretraining.losses import MaskedMSELoss
+from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
+from nnssl.pretraining.registry import register_method
+
+
+def visible_at(visible: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The visibility mask (B, 1, Z, Y, X) at a coarser feature-map ``shape``: a position is visible
+    if any voxel it covers is (max pooling), so no visible input is dropped."""
+    if tuple(visible.shape[2:]) == tuple(shape):
+        return visible
+    return functional.adaptive_max_pool3d(visible, tuple(shape))
+
+
+class _SparseEncoding:
+    """Context in which the encoder's normalization layers normalize over visible positions only."""
+
+    def __init__(self, network: nn.Module, visible: torch.Tensor) -> None:
+        self.network, self.visible, self.handles = network, visible, []
+        self._by_shape: dict[tuple, torch.Tensor] = {}
+
+    def visible_for(self, shape: Sequence[int]) -> torch.Tensor:
+        key = tuple(shape)
+        if key not in self._by_shape:
+            self._by_shape[key] = visible_at(self.visible, key)
+        return self._by_shape[key]
+
+    def _hook(self, norm: nn.Module, inputs: tuple, _output: torch.Tensor) -> torch.Tensor:
+        features = inputs[0]
+        return normalized_over_visible(norm, features, self.visible_for(features.shape[2:]).to(features.dtype))
+
+    def __enter__(self) -> _SparseEncoding:
+        self.handles = [norm.register_forward_hook(self._hook) for norm in encoder_norm_layers(self.network)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@register_method("sparkmae")
+class SparkMAE(SSLMethod):
+    """Settings: ``mask_ratio`` 0.6 (SparK's default), ``block_size`` 16 voxels per edge, shrunk so a
+    patch holds at least 4 blocks per axis (as in ``mae``)."""
+
+    def __init__(self, patch_size: Sequence[int], num_input_channels: int, mask_ratio: float = 0.6,
+                 block_size: int = 16) -> None:
+        super().__init__(patch_size, num_input_channels)
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.mask_ratio, self.block_edge = float(mask_ratio), int(block_size)
+        self.block_size = block_size_for_patch(self.patch_size, self.block_edge)
+        self.loss = MaskedMSELoss()
+
+    def settings(self) -> dict[str, Any]:
+        return {"mask_ratio": self.mask_ratio, "block_size": self.block_edge,
+                "block_size_per_axis": list(self.block_size)}
+
+    def build_heads(self, network: nn.Module) -> nn.ModuleDict:
+        """One learned mask token per encoder stage, (1, C_s, 1, 1, 1), initialized like SparK's (std 0.02)."""
+        tokens = nn.ParameterList(nn.Parameter(0.02 * torch.randn(1, c, 1, 1, 1)) for c in encoder_channels(network))
+        return nn.ModuleDict({"mask_tokens": tokens})
+
+    def forward(self, model: SSLModel, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
+        mask = random_block_mask(images.shape[0], images.shape[2:], self.block_size, self.mask_ratio,
+                                 generator=generator, device=images.device).to(images.dtype)
+        visible = 1 - mask
+        masked = images * visible
+        with _SparseEncoding(model.network, visible) as sparse:
+            skips = encode(model.network, masked)
+        tokens = model.heads["mask_tokens"]
+        # densify: hidden positions of each skip get the stage's mask token
+        skips = [torch.where(sparse.visible_for(s.shape[2:]).bool(), s, token.to(s.dtype))
+                 for s, token in zip(skips, tokens)]
+        reconstruction = decode(model.network, skips)
+        return StepOutput(self.loss(reconstruction, images, mask),
+                          {"input": images, "masked": masked, "reconstruction": reconstruction})
