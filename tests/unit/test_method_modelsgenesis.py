@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from nnssl.pretraining.methods.base import SSLModel
+from nnssl.pretraining.registry import create_method
+from nnssl.pretraining.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
+from tests.tiny_networks import PATCH, tiny_unet
+
+
+def unit_patch(seed=0):
+    return torch.rand(1, *PATCH, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bezier_map_is_monotonic_from_unit_interval_to_itself(seed):
+    ramp = torch.linspace(0, 1, 101).view(1, 1, 1, 101)
+    mapped = bezier_intensity_map(ramp, torch.Generator().manual_seed(seed)).flatten()
+    steps = mapped.diff()
+    assert (steps >= -1e-6).all() or (steps <= 1e-6).all()
+    assert {round(float(mapped[0]), 4), round(float(mapped[-1]), 4)} == {0.0, 1.0}
+
+
+def test_local_shuffle_of_one_box_permutes_only_inside_it():
+    image = unit_patch()
+    out = local_shuffle(image, 1, torch.Generator().manual_seed(1))
+    changed = (out != image)
+    assert torch.equal(out.flatten().sort().values, image.flatten().sort().values)
+    if changed.any():
+        idx = changed.nonzero()[:, 1:]
+        extent = idx.max(0).values - idx.min(0).values + 1
+        assert (extent <= torch.tensor([max(1, d // 10) for d in PATCH])).all()
+
+
+def test_in_painting_changes_at_most_five_boxes_with_unit_noise():
+    image = torch.full((1, *PATCH), 5.0)  # outside [0, 1], so painted voxels are recognisable
+    out = in_paint(image, torch.Generator().manual_seed(2))
+    painted = out != 5.0
+    assert painted.any() and (out[painted] >= 0).all() and (out[painted] <= 1).all()
+    assert painted.float().mean() <= 5 * (1 / 3) ** 3 + 1e-6
+
+
+def test_out_painting_keeps_a_central_box():
+    image = torch.full((1, *PATCH), 5.0)
+    out = out_paint(image, torch.Generator().manual_seed(3))
+    kept = out == 5.0
+    assert kept.any() and (out[~kept] <= 1).all() and kept.float().mean() < 1
+
+
+def test_restoration_loss_is_mse_over_all_voxels():
+    method = create_method("modelsgenesis", PATCH, 1, {})
+    network = tiny_unet()
+    model = SSLModel(network, method.build_heads(network), method)
+    images = torch.randn(2, 1, *PATCH)
+    out = model(images, torch.Generator().manual_seed(0))
+    expected = ((out.preview["restored"] - images) ** 2).mean()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    corrupted = out.preview["corrupted"]
+    assert corrupted.amin() >= images.amin() - 1e-5 and corrupted.amax() <= images.amax() + 1e-5
