@@ -1,5 +1,11 @@
 """nnU-Net trainers that fine-tune from nnssl's pretrained weights (``-tr nnSSLTrainer``)."""
 
+from nnssl.trainers.finetune_variants import (
+    nnSSLTrainer_frozenEncoder,
+    nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring,
+    nnSSLTrainer_layerwiseLRDecay,
+    nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring,
+)
 from nnssl.trainers.nnssl_trainer import nnSSLTrainer
 from nnssl.trainers.variants import (
     nnSSLTrainer_2epochs_5iters_noMirroring,
@@ -18,7 +24,11 @@ __all__ = [
     "nnSSLTrainer_10epochs_25iters",
     "nnSSLTrainer_100epochs",
     "nnSSLTrainer_250epochs",
+    "nnSSLTrainer_frozenEncoder",
+    "nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring",
     "nnSSLTrainer_fullTransfer",
+    "nnSSLTrainer_layerwiseLRDecay",
+    "nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring",
     "nnSSLTrainer_noWarmup",
     "nnUNetTrainer_2epochs_5iters_noMirroring",
     "nnUNetTrainer_10epochs_25iters",

@@ -5,6 +5,9 @@ from __future__ import annotations
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+LR_SCALE = "lr_scale"
+"""Parameter-group key: the group's multiplier of the scheduled learning rate (1.0 when absent)."""
+
 
 def warmup_poly_lr(
     step: int, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = 0.9
@@ -29,6 +32,10 @@ class WarmupPolyLRScheduler(LRScheduler):
     nnU-Net calls ``step(self.current_epoch)`` in ``on_train_epoch_start``, so the schedule is a pure
     function of the epoch and survives ``--c`` without saved scheduler state. ``warmup_steps`` is
     clamped to ``[0, max_steps - 1]`` so that at least one epoch decays.
+
+    A parameter group with an ``lr_scale`` entry gets ``lr_scale`` times the scheduled rate (groups
+    without one get the rate itself): fine-tuning variants use it to freeze (scale 0) or slow down
+    (layer-wise decay) parts of the network while one schedule drives all groups.
     """
 
     def __init__(
@@ -57,7 +64,7 @@ class WarmupPolyLRScheduler(LRScheduler):
             current_step, self.initial_lr, self.max_steps, self.warmup_steps, self.exponent
         )
         for param_group in self.optimizer.param_groups:
-            param_group["lr"] = new_lr
+            param_group["lr"] = new_lr * param_group.get(LR_SCALE, 1.0)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def get_last_lr(self) -> list[float]:

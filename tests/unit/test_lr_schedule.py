@@ -50,3 +50,12 @@ def test_warmup_clamped_below_num_epochs_and_counter_api():
     assert scheduler.get_last_lr()[0] == pytest.approx(LR * 2 / 3)
     assert warmup_poly_lr(2, LR, 3, 2) == pytest.approx(LR)
     assert warmup_poly_lr(10, LR, 3, 2) == 0.0  # past the end: clamped, never a complex number
+
+
+def test_lr_scale_multiplies_the_rate_per_group():
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    groups = [{"params": [params[0]]}, {"params": [params[1]], "lr_scale": 0.5}, {"params": [params[2]], "lr_scale": 0}]
+    scheduler = WarmupPolyLRScheduler(torch.optim.SGD(groups, lr=LR), LR, max_steps=100, warmup_steps=0)
+    for epoch in (0, 40):
+        lr = warmup_poly_lr(epoch, LR, 100, 0)
+        assert [lr_at(scheduler, epoch), *scheduler.get_last_lr()[1:]] == pytest.approx([lr, lr / 2, 0.0])

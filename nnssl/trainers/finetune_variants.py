@@ -1,0 +1,178 @@
+"""Fine-tuning variants: a frozen encoder for the first epochs, and layer-wise learning-rate decay.
+
+``nnUNetv2_train DATASET 3d_fullres 0 -tr nnSSLTrainer_frozenEncoder`` (or ``_layerwiseLRDecay``).
+Both split nnU-Net's optimizer into parameter groups, each with an ``lr_scale`` that
+``WarmupPolyLRScheduler`` multiplies into the scheduled rate at every step. Every parameter stays
+trainable (``requires_grad``) and in the autograd graph, so DDP's gradient reduction and
+torch.compile's graphs are the same as ``nnSSLTrainer``'s: a frozen group is a group whose rate is 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from nnssl.errors import NnsslError
+from nnssl.nnunet_adapter.plans import encoder_key_prefixes, unwrap_network
+from nnssl.trainers.lr_schedule import LR_SCALE, WarmupPolyLRScheduler
+from nnssl.trainers.nnssl_trainer import nnSSLTrainer
+from nnssl.trainers.variants import nnSSLTrainer_2epochs_5iters_noMirroring
+
+REST_GROUP = "decoder_and_head"
+ENCODER_GROUP = "encoder"
+STEM_GROUP = "encoder_stem"
+_STAGE_INDEX = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
+
+
+def _starts_with(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _named_parameters(network: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """Parameters of the plain network (names without DDP / torch.compile prefixes), each once."""
+    return unwrap_network(network).named_parameters()
+
+
+def _encoder_prefixes(network: nn.Module) -> tuple[str, str]:
+    prefixes = encoder_key_prefixes(network)
+    return prefixes["key_to_encoder"], prefixes["key_to_stem"]
+
+
+def _group(name: str, params: list[nn.Parameter], lr_scale: float) -> dict:
+    return {"params": params, "name": name, LR_SCALE: lr_scale}
+
+
+def encoder_param_groups(network: nn.Module, encoder_scale: float = 1.0) -> list[dict]:
+    """Two groups: decoder and head (``lr_scale`` 1), then encoder and stem (``encoder_scale``), the
+    part that ``transfer_scope = "encoder"`` transfers."""
+    encoder, stem = _encoder_prefixes(network)
+    rest, frozen = [], []
+    for name, param in _named_parameters(network):
+        (frozen if _starts_with(name, encoder) or _starts_with(name, stem) else rest).append(param)
+    return [_group(REST_GROUP, rest, 1.0), _group(ENCODER_GROUP, frozen, encoder_scale)]
+
+
+def layerwise_param_groups(network: nn.Module, decay: float) -> list[dict]:
+    """Groups for layer-wise learning-rate decay over the encoder's ``S`` stages.
+
+    Decoder and head: ``lr_scale`` 1. Encoder stage ``s`` (0 = shallowest, ``S - 1`` = deepest; the
+    stage is the first number in the parameter's name after ``key_to_encoder``): ``decay ** (S - s)``.
+    Encoder parameters outside a numbered stage (a separate stem, e.g. ResEnc's ``encoder.stem``, or
+    a position embedding): ``decay ** (S + 1)``, the smallest. PlainConvUNet's stem is its stage 0.
+    """
+    encoder, stem = _encoder_prefixes(network)
+    stem_is_a_stage = _starts_with(stem, encoder) and _STAGE_INDEX.search(stem[len(encoder) :]) is not None
+    rest: list[nn.Parameter] = []
+    stages: dict[int, list[nn.Parameter]] = {}
+    outside: list[nn.Parameter] = []
+    for name, param in _named_parameters(network):
+        if _starts_with(name, stem) and not stem_is_a_stage:
+            outside.append(param)
+        elif _starts_with(name, encoder):
+            match = _STAGE_INDEX.search(name[len(encoder) :])
+            (stages.setdefault(int(match.group(1)), []) if match else outside).append(param)
+        else:
+            rest.append(param)
+    if not stages:
+        raise NnsslError(f"layer-wise learning-rate decay needs numbered encoder stages under '{encoder}'")
+    depth = max(stages) + 1
+    groups = [_group(REST_GROUP, rest, 1.0)]
+    groups += [_group(f"{ENCODER_GROUP}.{s}", stages[s], decay ** (depth - s)) for s in sorted(stages, reverse=True)]
+    groups.append(_group(STEM_GROUP, outside, decay ** (depth + 1)))
+    return [g for g in groups if g["params"]]
+
+
+def with_param_groups(
+    optimizer: torch.optim.Optimizer, scheduler: WarmupPolyLRScheduler, groups: list[dict]
+) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
+    """The same optimizer (type and settings) and schedule over ``groups``, which must hold every
+    parameter of ``optimizer`` exactly once."""
+    before = [p for g in optimizer.param_groups for p in g["params"]]
+    after = [p for g in groups for p in g["params"]]
+    if len(after) != len(before) or {id(p) for p in after} != {id(p) for p in before}:
+        raise NnsslError("parameter groups must hold every parameter of the optimizer exactly once")
+    regrouped = type(optimizer)(groups, **optimizer.defaults)
+    return regrouped, WarmupPolyLRScheduler(
+        regrouped, scheduler.initial_lr, scheduler.max_steps, scheduler.warmup_steps, scheduler.exponent
+    )
+
+
+def encoder_lr_scale(epoch: int, frozen_epochs: int, warmup_epochs: int) -> float:
+    """The encoder's rate multiplier at ``epoch``: 0 while frozen, then a linear ramp to 1 over
+    ``warmup_epochs`` epochs (``(epoch - frozen_epochs + 1) / (warmup_epochs + 1)``), then 1."""
+    if epoch < frozen_epochs:
+        return 0.0
+    return min(1.0, (epoch - frozen_epochs + 1) / (max(warmup_epochs, 0) + 1))
+
+
+class nnSSLTrainer_frozenEncoder(nnSSLTrainer):
+    """Encoder (+ stem) frozen for ``frozen_encoder_epochs`` epochs: decoder and head train alone.
+
+    Frozen means an ``lr_scale`` of 0 (parameters, momentum and weight decay do not move them: SGD's
+    step is ``lr * update``). The scale is recomputed from ``current_epoch`` at every epoch start, so
+    ``--c`` resumes in the right phase. At the unfreezing epoch the encoder's momentum buffers
+    (gathered while frozen) are dropped and its rate ramps up over ``encoder_warmup_epochs`` epochs.
+    """
+
+    frozen_encoder_epochs: int = 50
+    encoder_warmup_epochs: int = 50
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
+        optimizer, scheduler = super().configure_optimizers()
+        self.print_to_log_file(
+            f"{type(self).__name__}: encoder frozen for {self.frozen_encoder_epochs} epochs, then its "
+            f"learning rate ramps up over {self.encoder_warmup_epochs} epochs"
+        )
+        scale = encoder_lr_scale(self.current_epoch, self.frozen_encoder_epochs, self.encoder_warmup_epochs)
+        return with_param_groups(optimizer, scheduler, encoder_param_groups(self.network, scale))
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        scale = encoder_lr_scale(epoch, self.frozen_encoder_epochs, self.encoder_warmup_epochs)
+        unfreezing = epoch == self.frozen_encoder_epochs > 0
+        for group in self.optimizer.param_groups:
+            if group.get("name") != ENCODER_GROUP:
+                continue
+            group[LR_SCALE] = scale
+            if unfreezing:
+                for param in group["params"]:
+                    self.optimizer.state.pop(param, None)  # momentum gathered while frozen
+        if unfreezing:
+            self.print_to_log_file(f"{type(self).__name__}: unfreezing the encoder at epoch {epoch}")
+        if scale < 1.0:
+            self.print_to_log_file(f"{type(self).__name__}: encoder learning rate x{scale:.3g}")
+        super().on_train_epoch_start()  # steps the scheduler, which applies the scale
+
+
+class nnSSLTrainer_layerwiseLRDecay(nnSSLTrainer):
+    """Layer-wise learning-rate decay: encoder stage ``s`` of ``S`` learns at ``layer_decay ** (S - s)``
+    times the decoder's rate (see ``layerwise_param_groups``)."""
+
+    layer_decay: float = 0.75
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
+        optimizer, scheduler = super().configure_optimizers()
+        groups = layerwise_param_groups(self.network, self.layer_decay)
+        self.print_to_log_file(
+            f"{type(self).__name__}: layer-wise learning-rate decay {self.layer_decay}: "
+            + ", ".join(f"{g['name']} x{g[LR_SCALE]:.4g}" for g in groups)
+        )
+        return with_param_groups(optimizer, scheduler, groups)
+
+
+class nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring(
+    nnSSLTrainer_frozenEncoder, nnSSLTrainer_2epochs_5iters_noMirroring
+):
+    """Short budget for tests: epoch 0 with a frozen encoder, epoch 1 at full rate."""
+
+    frozen_encoder_epochs = 1
+    encoder_warmup_epochs = 0
+
+
+class nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring(
+    nnSSLTrainer_layerwiseLRDecay, nnSSLTrainer_2epochs_5iters_noMirroring
+):
+    """Short budget for tests."""
