@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-d", "--dataset", required=True, help="downstream dataset id or name, e.g. 501")
     parser.add_argument("--pretrained", required=True,
-                        help="nnssl_pretrain output folder or its checkpoint file (checkpoint_final.pth)")
+                        help="nnssl_pretrain output folder or its checkpoint file (checkpoint_final.pth), or a "
+                        "checkpoint in the nnU-Net SSL format (network_weights + nnssl_adaptation_plan)")
     parser.add_argument("-n", "--name", default=None,
                         help="plans name suffix: writes nnsslPlans_NAME.json instead of nnsslPlans.json")
     parser.add_argument("--keep-dataset-spacing", action="store_true",

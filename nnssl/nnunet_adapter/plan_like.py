@@ -2,7 +2,8 @@
 
 ``plan_like_pretrained`` runs nnU-Net's own ``ExperimentPlanner`` for the dataset in-process (for the
 automatic choices: patch size, batch size, resampling, label handling, reader) and replaces what the
-pretrained weights depend on with the facts in the checkpoint's ``nnssl_metadata`` (docs/contracts.md).
+pretrained weights depend on with the facts in the checkpoint's ``nnssl_metadata`` (docs/contracts.md) or,
+for a checkpoint from elsewhere, its ``nnssl_adaptation_plan`` (docs/checkpoints.md).
 The result is one ``3d_fullres`` configuration in ``<plans_name>.json`` that ``nnUNetv2_preprocess`` and
 ``nnUNetv2_train -tr nnSSLTrainer`` take as they are.
 """
@@ -33,6 +34,12 @@ from nnssl.nnunet_adapter.plans import (
     num_input_channels,
     preprocessed_root,
 )
+from nnssl.pretraining.adaptation_plan import (
+    facts_from_adaptation_plan,
+    prefix_renames,
+    read_adaptation_plan,
+    rename_key,
+)
 from nnssl.pretraining.checkpoint import load_checkpoint, resolve_checkpoint_path
 
 logger = logging.getLogger(__name__)
@@ -41,6 +48,8 @@ PLANS_BASENAME = "nnsslPlans"
 CONFIGURATION = "3d_fullres"
 CHECKPOINT_PLANS_KEY = "nnssl_pretrained_checkpoint"
 # a plans-name suffix: a file name part without "__" (checked separately) and without a trailing "_"
+# nnU-Net's minimum batch size, and the one its fine-tuning from SSL checkpoints plans with
+RECOMMENDED_PATCH_BATCH_SIZE = 2
 # nnU-Net's environment variables (named once; their spelling is nnU-Net's)
 ENV_RAW, ENV_RESULTS, ENV_N_PROC_DA = "nnUNet_raw", "nnUNet_results", "nnUNet_n_proc_DA"
 NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
@@ -62,20 +71,25 @@ class PlanLikeResult:
 
 @dataclass
 class PretrainingFacts:
-    """The facts of a pretraining that fine-tuning plans must keep (from ``nnssl_metadata``)."""
+    """The facts of a pretraining that fine-tuning plans must keep (``nnssl_metadata`` or adaptation plan).
+
+    ``spacing`` None: the pretraining did not resample (the dataset keeps its own); ``recommended_patch_size``:
+    the adaptation plan's downstream patch size (only for checkpoints without ``nnssl_metadata``).
+    """
 
     architecture: dict
     num_input_channels: int
-    spacing: list[float]
+    spacing: list[float] | None
     transpose_forward: list[int]
     transpose_backward: list[int]
     normalization_schemes: list[str]
     use_mask_for_norm: list[bool]
+    recommended_patch_size: list[int] | None = None
 
     @property
     def total_stride(self) -> list[int]:
         """Product of the network's per-stage strides, per axis (in the pretraining's axis order)."""
-        total = [1] * len(self.spacing)
+        total = [1] * len(self.transpose_forward)
         for stride in self.architecture["arch_kwargs"]["strides"]:
             stride = [stride] * len(total) if isinstance(stride, int) else stride
             total = [t * int(s) for t, s in zip(total, stride)]
@@ -98,13 +112,16 @@ def plans_name_for(name: str | None) -> str:
 
 
 def read_pretraining_facts(checkpoint: dict, checkpoint_file: str) -> PretrainingFacts:
-    """Reads the architecture, channels, spacing, axis order and normalization of an nnssl checkpoint."""
+    """Reads the architecture, channels, spacing, axis order and normalization of a pretrained checkpoint.
+
+    From ``nnssl_metadata`` (nnssl's checkpoints), else from the ecosystem's ``nnssl_adaptation_plan``.
+    """
     meta = checkpoint.get("nnssl_metadata")
     if not isinstance(meta, dict):
-        raise NnsslError(
-            f"{checkpoint_file}: has no 'nnssl_metadata'; it is not an nnssl pretraining checkpoint "
-            f"(pass the output of nnssl_pretrain)"
-        )
+        facts = PretrainingFacts(**facts_from_adaptation_plan(read_adaptation_plan(checkpoint, checkpoint_file),
+                                                              checkpoint_file))
+        _check_3d(facts, checkpoint_file)
+        return facts
     keys = ("architecture", "num_input_channels", "spacing", "transpose_forward", "transpose_backward",
             "normalization_schemes", "use_mask_for_norm")
     missing = [k for k in keys if meta.get(k) is None]
@@ -122,11 +139,18 @@ def read_pretraining_facts(checkpoint: dict, checkpoint_file: str) -> Pretrainin
         normalization_schemes=list(meta["normalization_schemes"]),
         use_mask_for_norm=[bool(b) for b in meta["use_mask_for_norm"]],
     )
-    if len(facts.spacing) != 3 or len(facts.total_stride) != 3:
+    _check_3d(facts, checkpoint_file)
+    return facts
+
+
+def _check_3d(facts: PretrainingFacts, checkpoint_file: str) -> None:
+    strides = facts.architecture.get("arch_kwargs", {}).get("strides")
+    if (facts.spacing is not None and len(facts.spacing) != 3) or not strides or any(
+        not isinstance(s, int) and len(s) != 3 for s in strides
+    ):
         raise NnsslError(
             f"{checkpoint_file}: the pretrained network is not 3D; nnssl fine-tunes 3D networks only"
         )
-    return facts
 
 
 def round_patch_size(patch_size: list[int], total_stride: list[int]) -> list[int]:
@@ -260,6 +284,10 @@ def compose_plans(planner_plans: dict, facts: PretrainingFacts, plans_name: str,
     def reorder(values: list) -> list:
         return _to_pretraining_axes(list(values), forward, facts.transpose_forward)
 
+    schemes, masks = list(facts.normalization_schemes), list(facts.use_mask_for_norm)
+    channels = len(auto["normalization_schemes"])
+    if len(schemes) == 1 and channels > 1:  # a 1-channel pretraining adapted to more channels
+        schemes, masks = schemes * channels, masks * channels
     configuration = copy.deepcopy(auto)
     configuration.update(
         data_identifier=f"{plans_name}_{CONFIGURATION}",
@@ -267,8 +295,8 @@ def compose_plans(planner_plans: dict, facts: PretrainingFacts, plans_name: str,
         patch_size=[int(p) for p in patch_size],
         median_image_size_in_voxels=reorder(auto["median_image_size_in_voxels"]),
         spacing=[float(s) for s in reorder(auto["spacing"])],
-        normalization_schemes=list(facts.normalization_schemes),
-        use_mask_for_norm=list(facts.use_mask_for_norm),
+        normalization_schemes=schemes,
+        use_mask_for_norm=masks,
         architecture=copy.deepcopy(facts.architecture),
     )
     plans = copy.deepcopy(planner_plans)
@@ -310,8 +338,10 @@ def validate_plans(plans: dict, dataset_json: dict, checkpoint: dict, checkpoint
             f"{checkpoint_file}: its architecture does not build for this dataset ({type(e).__name__}: {e}); "
             f"re-run nnssl_pretrain with this nnssl"
         ) from e
-    theirs = checkpoint["network_weights"]
-    encoder_prefix = getattr(network, "key_to_encoder", "encoder") + "."
+    encoder_prefix = getattr(network, "key_to_encoder", "encoder")
+    renames = prefix_renames(checkpoint, encoder_prefix, getattr(network, "key_to_stem", "encoder.stem"))
+    theirs = {rename_key(k, renames): v for k, v in checkpoint["network_weights"].items()}
+    encoder_prefix += "."
     mismatched = [
         key for key, value in network.state_dict().items()
         if ".seg_layers." not in key
@@ -321,8 +351,9 @@ def validate_plans(plans: dict, dataset_json: dict, checkpoint: dict, checkpoint
     encoder_mismatch = [k for k in mismatched if k.startswith(encoder_prefix)]
     if encoder_mismatch:
         raise NnsslError(
-            f"{checkpoint_file}: network_weights do not fit the network its own metadata describes "
-            f"(first mismatch: {encoder_mismatch[0]}); the checkpoint is inconsistent, re-run nnssl_pretrain"
+            f"{checkpoint_file}: network_weights do not fit the network its metadata (or adaptation plan) "
+            f"describes (first mismatch: {encoder_mismatch[0]}); the checkpoint is inconsistent, re-run "
+            f"nnssl_pretrain"
         )
     if mismatched:
         logger.warning("%d non-encoder weights of %s do not fit (first: %s); only the encoder will transfer",
@@ -359,9 +390,15 @@ def plan_like_pretrained(
         patch_size = check_patch_size(list(patch_size), stride, checkpoint_file)
 
     # the planner takes the target spacing in the image files' axis order; the metadata's is transposed
-    target = None if keep_dataset_spacing else [facts.spacing[facts.transpose_backward[j]] for j in range(3)]
+    target = None if keep_dataset_spacing or facts.spacing is None else \
+        [facts.spacing[facts.transpose_backward[j]] for j in range(3)]
     planner_plans = run_nnunet_planner(dataset_name, target, dataset)
     auto = planner_plans["configurations"][CONFIGURATION]
+    if patch_size is None and facts.recommended_patch_size is not None:
+        # as nnU-Net's fine-tuning from SSL checkpoints: the adaptation plan's patch size, batch size 2
+        patch_size = round_patch_size(facts.recommended_patch_size, stride)
+        batch_size = RECOMMENDED_PATCH_BATCH_SIZE if batch_size is None else batch_size
+        logger.info("recommended_downstream_patchsize %s -> %s", facts.recommended_patch_size, patch_size)
     if patch_size is None:
         auto_patch = _to_pretraining_axes(list(auto["patch_size"]), planner_plans["transpose_forward"],
                                           facts.transpose_forward)

@@ -10,7 +10,8 @@ Layout of an nnssl pretraining checkpoint (every value is a plain Python type or
     nnssl_metadata         see ``build_metadata`` in ``nnssl.pretraining.trainer``: nnssl version,
                            method + settings, plans, configuration, architecture, channels, spacing,
                            normalization, encoder/stem key prefixes
-    nnssl_adaptation_plan  the same facts under the key nnU-Net's unreleased PretrainedTrainer reads
+    nnssl_adaptation_plan  the nnU-Net SSL ecosystem's adaptation plan (``nnssl.pretraining.adaptation_plan``,
+                           docs/checkpoints.md): what nnU-Net's fine-tuning from SSL checkpoints reads
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ nnU-Net's hooks (``initialize``, ``load_checkpoint``, ``configure_optimizers``, 
 
 - fresh training: after nnU-Net built the network (and maybe wrapped it with torch.compile / DDP), the
   checkpoint found by ``find_pretrained_checkpoint`` is loaded and its ``transfer_scope`` tensors are
-  copied in (a 1-channel input projection is adapted to the dataset's channels); a report goes to the
-  training log;
+  copied in (a 1-channel input projection is adapted to the dataset's channels); a report listing the
+  stem and encoder tensors goes to the training log. nnssl's checkpoints and checkpoints in the nnU-Net
+  SSL format (``network_weights`` + ``nnssl_adaptation_plan``, docs/checkpoints.md) both work;
 - ``--c`` / ``--val``: the weights come from nnU-Net's own checkpoint, no transfer;
 - the learning rate warms up linearly for ``warmup_epochs`` epochs, then decays like nnU-Net's.
 """
@@ -22,7 +23,7 @@ from nnssl.errors import NnsslError
 from nnssl.pretraining.checkpoint import load_checkpoint as load_nnssl_checkpoint
 from nnssl.trainers.lr_schedule import WarmupPolyLRScheduler
 from nnssl.trainers.pretrained_lookup import find_pretrained_checkpoint
-from nnssl.trainers.weight_transfer import checkpoint_in_proj_keys, transfer_weights
+from nnssl.trainers.weight_transfer import checkpoint_weights_for, transfer_weights
 
 STOCK_PRETRAINED_FLAG = "-pretrained_weights"
 PRETRAINED_FLAG_MESSAGE = (
@@ -101,12 +102,8 @@ class nnSSLTrainer(nnUNetTrainer):
             found = find_pretrained_checkpoint(self.plans_manager.plans, self.configuration_name)
             checkpoint = load_nnssl_checkpoint(found.path)
             try:
-                report = transfer_weights(
-                    self.network,
-                    checkpoint["network_weights"],
-                    self.transfer_scope,
-                    in_proj_keys=checkpoint_in_proj_keys(checkpoint),
-                )
+                weights, in_proj_keys = checkpoint_weights_for(self.network, checkpoint)
+                report = transfer_weights(self.network, weights, self.transfer_scope, in_proj_keys=in_proj_keys)
             except NnsslError as e:
                 raise NnsslError(f"{found.path}: {e}") from e
         except NnsslError as e:

@@ -3,7 +3,8 @@
 Order: (1) environment variable ``nnssl_pretrained_weights`` (file or output folder), (2) plans key
 ``nnssl_pretrained_checkpoint`` (relative to ``$nnUNet_results`` when relative), (3) the single folder
 ``$nnUNet_results/<dataset_name>/nnsslPretrain_*__<plans_name>__<configuration>/``. Never falls back to
-training from scratch: no checkpoint, or several, is an error that says what to do.
+training from scratch: no checkpoint, or several, is an error that says what to do. (1) and (2) may name a
+checkpoint made elsewhere in the nnU-Net SSL format (docs/checkpoints.md).
 """
 
 from __future__ import annotations

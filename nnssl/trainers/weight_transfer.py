@@ -28,6 +28,7 @@ from torch import nn
 from torch._dynamo.eval_frame import OptimizedModule
 
 from nnssl.errors import NnsslError
+from nnssl.pretraining.adaptation_plan import WEIGHTS_KEY, prefix_renames, rename_key
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,13 @@ class TransferReport:
 
     ``loaded``: network keys whose tensors were overwritten; ``adapted``: (key, pretrained channels,
     network channels) of the loaded input projections whose channels were adapted; ``skipped``: (key,
-    reason) pairs; ``aliases``: (alias key, key it shares storage with); ``numel``: elements per listed key.
+    reason) pairs; ``aliases``: (alias key, key it shares storage with); ``numel``: elements per listed key;
+    ``parts``: (part name, network key prefix) pairs, most specific first (stem, then encoder), by which
+    ``format`` lists the loaded tensors.
     """
 
     scope: str
+    parts: tuple[tuple[str, str], ...] = ()
     loaded: list[str] = field(default_factory=list)
     adapted: list[tuple[str, int, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -86,12 +90,25 @@ class TransferReport:
             grouped.setdefault(reason, []).append(key)
         return grouped
 
+    def loaded_by_part(self) -> dict[str, list[str]]:
+        """Loaded keys per part (``stem``, ``encoder``, else ``other``), in ``parts`` order."""
+        grouped: dict[str, list[str]] = {name: [] for name, _ in self.parts}
+        for key in self.loaded:
+            part = next((name for name, prefix in self.parts if _prefix_match(key, (prefix,))), "other")
+            grouped.setdefault(part, []).append(key)
+        return {name: keys for name, keys in grouped.items() if keys}
+
     def format(self) -> str:
         """A readable multi-line report for the training log."""
         lines = [
             f"pretrained weights transferred (scope: {self.scope}): {len(self.loaded)} unique tensors, "
             f"{self.num_loaded_parameters:,} parameters loaded"
         ]
+        prefixes = dict(self.parts)
+        for part, keys in self.loaded_by_part().items():
+            where = f" ({prefixes[part]})" if part in prefixes else ""
+            count = sum(self.numel.get(k, 0) for k in keys)
+            lines.append(f"  loaded {part}{where}: {len(keys)} tensors, {count:,} parameters [{_examples(keys)}]")
         for key, pretrained_channels, network_channels in self.adapted:
             lines.append(
                 f"  adapted input projection {key}: {pretrained_channels} -> {network_channels} input channels "
@@ -99,16 +116,17 @@ class TransferReport:
             )
         for reason, keys in self.skipped_by_reason().items():
             count = sum(self.numel.get(k, 0) for k in keys)
-            examples = ", ".join(keys[:_MAX_EXAMPLE_KEYS]) + (
-                ", ..." if len(keys) > _MAX_EXAMPLE_KEYS else ""
-            )
-            lines.append(f"  skipped ({reason}): {len(keys)} tensors, {count:,} parameters [{examples}]")
+            lines.append(f"  skipped ({reason}): {len(keys)} tensors, {count:,} parameters [{_examples(keys)}]")
         if self.aliases:
             lines.append(
                 f"  {len(self.aliases)} alias keys (e.g. decoder.encoder.*) share storage with the tensors "
                 f"above and are counted once"
             )
         return "\n".join(lines)
+
+
+def _examples(keys: list[str]) -> str:
+    return ", ".join(keys[:_MAX_EXAMPLE_KEYS]) + (", ..." if len(keys) > _MAX_EXAMPLE_KEYS else "")
 
 
 def _prefix_match(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -159,6 +177,12 @@ def _in_proj_weight_keys(names: Sequence[str]) -> frozenset[str]:
     )
 
 
+def network_prefixes(network: nn.Module) -> tuple[str, str]:
+    """(key_to_encoder, key_to_stem) of a dynamic_network_architectures network (defaults otherwise)."""
+    plain = unwrap_network(network)
+    return str(getattr(plain, "key_to_encoder", "encoder")), str(getattr(plain, "key_to_stem", "encoder.stem"))
+
+
 def checkpoint_in_proj_keys(checkpoint: Mapping) -> list[str] | None:
     """The ``keys_to_in_proj`` a checkpoint records (adaptation plan, else nnssl metadata); None if none."""
     for section in ("nnssl_adaptation_plan", "nnssl_metadata"):
@@ -166,6 +190,25 @@ def checkpoint_in_proj_keys(checkpoint: Mapping) -> list[str] | None:
         if isinstance(info, Mapping) and info.get("keys_to_in_proj"):
             return [str(k) for k in info["keys_to_in_proj"]]
     return None
+
+
+def checkpoint_weights_for(
+    network: nn.Module, checkpoint: Mapping
+) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """The checkpoint's weights and ``keys_to_in_proj`` under the network's key names.
+
+    The adaptation plan's ``key_to_stem`` / ``key_to_encoder`` prefixes are renamed to the network's where
+    they differ (as nnU-Net's ``PretrainedTrainer`` maps them); otherwise the keys stay as they are.
+    """
+    key_to_encoder, key_to_stem = network_prefixes(network)
+    renames = prefix_renames(checkpoint, key_to_encoder, key_to_stem)
+    weights = _normalized_checkpoint(checkpoint[WEIGHTS_KEY])
+    in_proj = checkpoint_in_proj_keys(checkpoint)
+    if not renames:
+        return weights, in_proj
+    logger.info("checkpoint key prefixes renamed to the network's: %s", renames)
+    renamed = {rename_key(key, renames): value for key, value in weights.items()}
+    return renamed, None if in_proj is None else [rename_key(_strip_wrappers(k), renames) for k in in_proj]
 
 
 def adapt_in_proj_weight(weight: torch.Tensor, num_input_channels: int) -> torch.Tensor:
@@ -306,10 +349,7 @@ def transfer_weights(
     if scope not in SCOPES:
         raise NnsslError(f"transfer scope '{scope}' is unknown; use one of {', '.join(SCOPES)}")
     plain = unwrap_network(network)
-    encoder_prefixes = (
-        str(getattr(plain, "key_to_encoder", "encoder")),
-        str(getattr(plain, "key_to_stem", "encoder.stem")),
-    )
+    encoder_prefixes = network_prefixes(plain)
     if in_proj_keys is None:
         in_proj_keys = tuple(getattr(plain, "keys_to_in_proj", ()))
     state = plain.state_dict(keep_vars=True)
@@ -319,6 +359,7 @@ def transfer_weights(
     )
     if mismatches:
         raise _incompatible_error(mismatches)
+    report.parts = (("stem", encoder_prefixes[1]), ("encoder", encoder_prefixes[0]))
     adapted = {key: network_channels for key, _, network_channels in report.adapted}
     with torch.no_grad():
         for network_key, checkpoint_key in pairs:

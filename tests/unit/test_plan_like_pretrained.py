@@ -25,6 +25,7 @@ from nnssl.nnunet_adapter.plan_like import (
 )
 from nnssl.nnunet_adapter.plans import build_network
 from nnssl.pretraining.checkpoint import FINAL_CHECKPOINT, save_atomic
+from tests.ecosystem_checkpoints import ARCHITECTURES, save_ecosystem_checkpoint
 
 PRETRAIN_SPACING = [1.0, 0.5, 0.5]
 STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2]]
@@ -213,6 +214,34 @@ def test_a_one_channel_pretraining_plans_a_two_channel_dataset(roots):
     """The stem is adapted at fine-tuning (repeat + rescale), so planning goes ahead."""
     result = plan_like_pretrained("502", roots["inside"], name="twoch")
     assert os.path.isfile(result.plans_file)
+
+
+def test_an_ecosystem_checkpoint_plans_from_its_adaptation_plan(roots, tmp_path):
+    """A checkpoint with only network_weights + nnssl_adaptation_plan (written by hand, not by nnssl)."""
+    path = str(tmp_path / "resenc.pth")
+    save_ecosystem_checkpoint(path, "ResidualEncoderUNet", spacing=[1.0, 0.5, 0.5], recommended=[16, 32, 32])
+    result = plan_like_pretrained("501", path, name="eco")
+    plans = _read_plans(roots, "nnsslPlans_eco")
+    config = plans["configurations"]["3d_fullres"]
+    assert config["architecture"]["network_class_name"].endswith(".unet.ResidualEncoderUNet")
+    assert config["architecture"]["arch_kwargs"] == ARCHITECTURES["ResidualEncoderUNet"]
+    assert config["spacing"] == pytest.approx([1.0, 0.5, 0.5])
+    # the recommended downstream patch size and batch size 2, as nnU-Net's fine-tuning plans them
+    assert config["patch_size"] == result.patch_size == [16, 32, 32] and config["batch_size"] == 2
+    assert config["normalization_schemes"] == ["ZScoreNormalization"] and config["use_mask_for_norm"] == [False]
+    assert plans[CHECKPOINT_PLANS_KEY] == os.path.realpath(path)
+
+
+def test_an_ecosystem_checkpoint_without_spacing_plans_a_two_channel_dataset(roots, tmp_path):
+    path = str(tmp_path / "plain.pth")
+    save_ecosystem_checkpoint(path, "PlainConvUNet", spacing=None, recommended=[19, 31, 33])
+    plan_like_pretrained("502", path, name="eco2", batch_size=3)
+    with open(os.path.join(roots["nnUNet_preprocessed"], "Dataset502_TwoCh", "nnsslPlans_eco2.json")) as f:
+        config = json.load(f)["configurations"]["3d_fullres"]
+    assert config["spacing"] == pytest.approx([2.0, 1.0, 1.0])  # no pretraining spacing: the dataset's own
+    assert config["patch_size"] == [20, 32, 32] and config["batch_size"] == 3  # rounded to the stride 4
+    assert config["normalization_schemes"] == ["ZScoreNormalization"] * 2
+    assert config["use_mask_for_norm"] == [False, False]
 
 
 def test_round_patch_size():
