@@ -38,6 +38,7 @@ from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
 from nnssl.pretraining import checkpoint as ckpt
 from nnssl.pretraining import distributed
+from nnssl.pretraining.adaptation_plan import adaptation_plan_from_metadata
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel
 from nnssl.pretraining.registry import create_method, get_method
 from nnssl.pretraining.reporting import plot_progress, save_preview
@@ -205,13 +206,7 @@ class Pretrainer:
             "rng_state": capture_rng_state(self.mask_generator),
             "logging": self.history, "settings": asdict(self.settings),
             "nnssl_metadata": meta,
-            "nnssl_adaptation_plan": {
-                "architecture_plans": meta["architecture"], "pretrain_plan": meta["plans"],
-                "pretrain_num_input_channels": meta["num_input_channels"],
-                "recommended_downstream_patchsize": meta["patch_size"],
-                "key_to_encoder": meta["key_to_encoder"], "key_to_stem": meta["key_to_stem"],
-                "keys_to_in_proj": meta["keys_to_in_proj"],
-            },
+            "nnssl_adaptation_plan": adaptation_plan_from_metadata(meta),
         }
         if rank_states is not None:
             checkpoint["rank_states"] = rank_states
