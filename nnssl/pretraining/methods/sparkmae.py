@@ -12,7 +12,7 @@ so its statistics match those of unmasked fine-tuning images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -41,10 +41,14 @@ def visible_at(visible: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 class _SparseEncoding:
-    """Context in which the encoder's normalization layers normalize over visible positions only."""
+    """Context in which the encoder's normalization layers normalize over visible positions only.
+
+    Each layer's ``forward`` is replaced on the instance for the duration (not wrapped by a hook, which
+    would compute the dense normalization too and throw it away); the weights stay the network's own.
+    """
 
     def __init__(self, network: nn.Module, visible: torch.Tensor) -> None:
-        self.network, self.visible, self.handles = network, visible, []
+        self.network, self.visible, self.norms = network, visible, []
         self._by_shape: dict[tuple, torch.Tensor] = {}
 
     def visible_for(self, shape: Sequence[int]) -> torch.Tensor:
@@ -53,17 +57,21 @@ class _SparseEncoding:
             self._by_shape[key] = visible_at(self.visible, key)
         return self._by_shape[key]
 
-    def _hook(self, norm: nn.Module, inputs: tuple, _output: torch.Tensor) -> torch.Tensor:
-        features = inputs[0]
-        return normalized_over_visible(norm, features, self.visible_for(features.shape[2:]).to(features.dtype))
+    def _sparse_forward(self, norm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(features: torch.Tensor) -> torch.Tensor:
+            return normalized_over_visible(norm, features, self.visible_for(features.shape[2:]).to(features.dtype))
+
+        return forward
 
     def __enter__(self) -> _SparseEncoding:
-        self.handles = [norm.register_forward_hook(self._hook) for norm in encoder_norm_layers(self.network)]
+        self.norms = encoder_norm_layers(self.network)
+        for norm in self.norms:
+            norm.forward = self._sparse_forward(norm)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
+        for norm in self.norms:
+            del norm.forward  # the class's forward again
 
 
 @register_method("sparkmae")
