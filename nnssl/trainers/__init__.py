@@ -1,5 +1,10 @@
 """nnU-Net trainers that fine-tune from nnssl's pretrained weights (``-tr nnSSLTrainer``)."""
 
+from nnssl.trainers.benchmark_variants import (
+    nnSSLTrainer_fullTransfer_lowLabel,
+    nnSSLTrainer_lowLabel,
+    nnUNetTrainer_lowLabel,
+)
 from nnssl.trainers.finetune_variants import (
     nnSSLTrainer_frozenEncoder,
     nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring,
@@ -27,9 +32,12 @@ __all__ = [
     "nnSSLTrainer_frozenEncoder",
     "nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring",
     "nnSSLTrainer_fullTransfer",
+    "nnSSLTrainer_fullTransfer_lowLabel",
     "nnSSLTrainer_layerwiseLRDecay",
     "nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring",
+    "nnSSLTrainer_lowLabel",
     "nnSSLTrainer_noWarmup",
     "nnUNetTrainer_2epochs_5iters_noMirroring",
     "nnUNetTrainer_10epochs_25iters",
+    "nnUNetTrainer_lowLabel",
 ]

@@ -6,6 +6,11 @@ once, and ``issubclass(..., nnUNetTrainer)`` holds. The folder has no ``__init__
 not a package and nothing should import it as ``nnssl.trainers.nnunet_ext``.
 """
 
+from nnssl.trainers.benchmark_variants import (
+    nnSSLTrainer_fullTransfer_lowLabel,
+    nnSSLTrainer_lowLabel,
+    nnUNetTrainer_lowLabel,
+)
 from nnssl.trainers.finetune_variants import (
     nnSSLTrainer_frozenEncoder,
     nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring,
@@ -33,9 +38,12 @@ __all__ = [
     "nnSSLTrainer_frozenEncoder",
     "nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring",
     "nnSSLTrainer_fullTransfer",
+    "nnSSLTrainer_fullTransfer_lowLabel",
     "nnSSLTrainer_layerwiseLRDecay",
     "nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring",
+    "nnSSLTrainer_lowLabel",
     "nnSSLTrainer_noWarmup",
     "nnUNetTrainer_2epochs_5iters_noMirroring",
     "nnUNetTrainer_10epochs_25iters",
+    "nnUNetTrainer_lowLabel",
 ]
