@@ -8,11 +8,12 @@ Writes a small synthetic labelled dataset, plans and preprocesses it with nnU-Ne
 * each SSL method: nnssl's ``Pretrainer.train_step`` on the same plans, configuration, network, batch
   size and patch size, with the same images.
 
-Steps are interleaved A/B (one step of every arm per round) to spread the machine's noise; the figure
-is the median over ``--steps`` rounds after ``--warmup`` rounds. Data loading is not timed (batches
-are drawn before). On CUDA both sides use AMP (nnU-Net's and nnssl's own autocast + GradScaler).
+Steps are interleaved A/B (one step of every arm per round, in a new random order every round) to
+spread the machine's noise; the figure is the median over ``--steps`` rounds after ``--warmup`` rounds.
+Data loading is not timed (batches are drawn before). On CUDA both sides use AMP (nnU-Net's and
+nnssl's own autocast + GradScaler).
 
-    python benchmarks/step_cost.py [--device cpu|cuda] [--steps 10] [--warmup 2] [--methods mae ...]
+    python benchmarks/step_cost.py [--device cpu|cuda] [--steps 15] [--warmup 2] [--methods mae ...]
 
 Last line, one JSON object: {"device": "cpu", "ratios": {"mae": 0.9, ...}, ...}; ratio = SSL step time
 / supervised step time (target <= 1.00 for masked modeling).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -95,6 +97,8 @@ def measure(trainer, pretrainers: dict, batches: list[dict], device: torch.devic
         images = batch["data"].to(device, non_blocking=True)
         arms = [("supervised", lambda b=batch: trainer.train_step(b))]
         arms += [(name, lambda p=p, x=images: p.train_step(x)) for name, p in pretrainers.items()]
+        # a new order every round: no arm always runs after the same one (allocator and cache state)
+        random.Random(index).shuffle(arms)
         for name, step in arms:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -112,7 +116,7 @@ def measure(trainer, pretrainers: dict, batches: list[dict], device: torch.devic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=10, help="timed rounds (default 10)")
+    parser.add_argument("--steps", type=int, default=15, help="timed rounds (default 15)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 64, 64), help="synthetic image shape")
