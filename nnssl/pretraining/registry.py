@@ -74,7 +74,7 @@ def parse_method_args(name: str, pairs: list[str]) -> dict[str, Any]:
         try:
             settings[key] = _typed(value.strip(), known[key])
         except ValueError:
-            raise NnsslError(f"--method-arg {pair!r}: {value!r} is not a {type(known[key]).__name__} "
+            raise NnsslError(f"--method-arg {pair!r}: {value!r} is not of type {type(known[key]).__name__} "
                              f"(default {known[key]})") from None
     return settings
 

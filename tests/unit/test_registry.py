@@ -76,7 +76,7 @@ def test_method_args_are_typed_like_the_defaults():
 @pytest.mark.parametrize("pairs, message", [
     (["mask_ratio"], "key=value"),
     (["momentum=0.9"], "base_momentum=0.996"),
-    (["hidden_dim=wide"], "not a int"),
+    (["hidden_dim=wide"], "not of type int"),
 ])
 def test_bad_method_args_name_the_settings(pairs, message):
     with pytest.raises(NnsslError, match=message):
