@@ -13,6 +13,13 @@ from collections.abc import Sequence
 import torch
 
 
+def check_crop_fraction(crop_fraction: float) -> float:
+    """``crop_fraction`` if it is in (0.5, 1], the range in which two views of a patch always overlap."""
+    if not 0.5 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction must be in (0.5, 1] so that the two views overlap, got {crop_fraction}")
+    return float(crop_fraction)
+
+
 def crop_size(patch_size: Sequence[int], crop_fraction: float) -> tuple[int, ...]:
     """Edge lengths of a view: ``crop_fraction`` of the patch per axis, at least 1 voxel."""
     return tuple(max(1, round(p * crop_fraction)) for p in patch_size)

@@ -23,7 +23,7 @@ from nnssl.pretraining.heads import GlobalPool, mlp
 from nnssl.pretraining.losses import BYOLLoss
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
 from nnssl.pretraining.registry import register_method
-from nnssl.pretraining.views import two_views
+from nnssl.pretraining.views import check_crop_fraction, two_views
 
 
 def momentum_at(progress: float, base_momentum: float) -> float:
@@ -43,9 +43,7 @@ class BYOL(SSLMethod):
         super().__init__(patch_size, num_input_channels)
         if not 0.0 <= base_momentum < 1.0:
             raise ValueError(f"base_momentum must be in [0, 1), got {base_momentum}")
-        if not 0.5 < crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0.5, 1] so that the two views overlap, got {crop_fraction}")
-        self.base_momentum, self.crop_fraction = float(base_momentum), float(crop_fraction)
+        self.base_momentum, self.crop_fraction = float(base_momentum), check_crop_fraction(crop_fraction)
         self.projection_dim, self.hidden_dim = int(projection_dim), int(hidden_dim)
         self.loss = BYOLLoss()
 

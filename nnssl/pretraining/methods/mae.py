@@ -30,7 +30,7 @@ class MaskedAutoencoder(SSLMethod):
     ) -> None:
         super().__init__(patch_size, num_input_channels)
         if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"--mask-ratio must be in (0, 1), got {mask_ratio}")
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         self.mask_ratio = float(mask_ratio)
         self.block_edge = int(block_size)
         self.block_size = block_size_for_patch(self.patch_size, self.block_edge)

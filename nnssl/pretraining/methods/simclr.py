@@ -21,7 +21,7 @@ from nnssl.pretraining.heads import GlobalPool, mlp
 from nnssl.pretraining.losses import NTXentLoss
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
 from nnssl.pretraining.registry import register_method
-from nnssl.pretraining.views import two_views
+from nnssl.pretraining.views import check_crop_fraction, two_views
 
 
 @register_method("simclr")
@@ -34,9 +34,7 @@ class SimCLR(SSLMethod):
     def __init__(self, patch_size: Sequence[int], num_input_channels: int, temperature: float = 0.1,
                  projection_dim: int = 128, hidden_dim: int = 0, crop_fraction: float = 0.75) -> None:
         super().__init__(patch_size, num_input_channels)
-        if not 0.5 < crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0.5, 1] so that the two views overlap, got {crop_fraction}")
-        self.temperature, self.crop_fraction = float(temperature), float(crop_fraction)
+        self.temperature, self.crop_fraction = float(temperature), check_crop_fraction(crop_fraction)
         self.projection_dim, self.hidden_dim = int(projection_dim), int(hidden_dim)
         self.loss = NTXentLoss(self.temperature)
 

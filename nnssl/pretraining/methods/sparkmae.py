@@ -13,7 +13,6 @@ so its statistics match those of unmasked fine-tuning images.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,9 +25,8 @@ from nnssl.nnunet_adapter.network_parts import (
     encoder_norm_layers,
     normalized_over_visible,
 )
-from nnssl.pretraining.losses import MaskedMSELoss
-from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
-from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
+from nnssl.pretraining.methods.base import SSLModel, StepOutput
+from nnssl.pretraining.methods.mae import MaskedAutoencoder
 from nnssl.pretraining.registry import register_method
 
 
@@ -75,22 +73,13 @@ class _SparseEncoding:
 
 
 @register_method("sparkmae")
-class SparkMAE(SSLMethod):
+class SparkMAE(MaskedAutoencoder):
     """Settings: ``mask_ratio`` 0.6 (SparK's default), ``block_size`` 16 voxels per edge, shrunk so a
-    patch holds at least 4 blocks per axis (as in ``mae``)."""
+    patch holds at least 4 blocks per axis (the masking of ``mae``)."""
 
     def __init__(self, patch_size: Sequence[int], num_input_channels: int, mask_ratio: float = 0.6,
                  block_size: int = 16) -> None:
-        super().__init__(patch_size, num_input_channels)
-        if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-        self.mask_ratio, self.block_edge = float(mask_ratio), int(block_size)
-        self.block_size = block_size_for_patch(self.patch_size, self.block_edge)
-        self.loss = MaskedMSELoss()
-
-    def settings(self) -> dict[str, Any]:
-        return {"mask_ratio": self.mask_ratio, "block_size": self.block_edge,
-                "block_size_per_axis": list(self.block_size)}
+        super().__init__(patch_size, num_input_channels, mask_ratio, block_size)
 
     def build_heads(self, network: nn.Module) -> nn.ModuleDict:
         """One learned mask token per encoder stage, (1, C_s, 1, 1, 1), initialized like SparK's (std 0.02)."""
@@ -98,11 +87,8 @@ class SparkMAE(SSLMethod):
         return nn.ModuleDict({"mask_tokens": tokens})
 
     def forward(self, model: SSLModel, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
-        mask = random_block_mask(images.shape[0], images.shape[2:], self.block_size, self.mask_ratio,
-                                 generator=generator, device=images.device).to(images.dtype)
-        visible = 1 - mask
-        masked = images * visible
-        with _SparseEncoding(model.network, visible) as sparse:
+        masked, mask = self.mask(images, generator)
+        with _SparseEncoding(model.network, 1 - mask) as sparse:
             skips = encode(model.network, masked)
         tokens = model.heads["mask_tokens"]
         # densify: hidden positions of each skip get the stage's mask token
