@@ -33,6 +33,7 @@ class LazyVolume:
     dtype: np.dtype
     spacing: tuple[float, float, float]
     z_chunk: int = 1  # planes decoded together (a Zarr chunk's height; a TIFF page is one plane)
+    chunk_rows: int = 1  # rows decoded together (a Zarr chunk's)
 
     def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         """The voxels of ``region`` (z, y, x), into ``out`` when given and the reader supports it."""
@@ -59,10 +60,18 @@ class ZarrArrayVolume(LazyVolume):
         self.spacing = tuple(float(s) for s in spacing)
         chunks = getattr(array, "chunks", None)
         self.z_chunk = int(chunks[-3]) if chunks and len(chunks) >= 3 else 1
+        self.chunk_rows = int(chunks[-2]) if chunks and len(chunks) >= 2 else 1
 
     def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         index = region if self.channel is None else (self.channel, *region)
-        return np.asarray(self.array[index])
+        shape = tuple(len(range(*r.indices(n))) for r, n in zip(region, self.shape))
+        if out is None or out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            return np.asarray(self.array[index])
+        from zarr.core.buffer.cpu import NDBuffer
+
+        # into the caller's buffer: a fresh array per band costs page faults that rival decoding (2x slower)
+        self.array.get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
+        return out
 
 
 def open_tiff(path: str, spacing: Sequence[float]) -> LazyVolume:
@@ -85,9 +94,17 @@ def open_tiff(path: str, spacing: Sequence[float]) -> LazyVolume:
     return TiffVolume(path, array, spacing)
 
 
+def decode_threads() -> int:
+    """Threads that decode compressed input (zlib and friends release the GIL). Block-wise preprocessing
+    waits while its band is decoded, so every core may decode; measured 1.2x faster on 2 cores."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 class TiffVolume(ZarrArrayVolume):
     """A TIFF stack: whole planes are decoded page by page (fast), parts of planes through the Zarr view
-    (only the strips or tiles needed)."""
+    (only the strips or tiles needed). The file stays open: reopening it per read parses its pages again."""
+
+    _tif = None
 
     def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         whole_planes = all(r.indices(n)[:2] == (0, n) and r.step in (None, 1)
@@ -101,8 +118,9 @@ class TiffVolume(ZarrArrayVolume):
             return np.zeros((0, *self.shape[1:]), self.dtype)
         shape = (len(z_indices), *self.shape[1:])
         target = out if out is not None and out.shape == shape and out.dtype == self.dtype else None
-        with tifffile.TiffFile(self.path) as tif:
-            planes = tif.asarray(key=z_indices, series=0, maxworkers=1, out=target)
+        if self._tif is None:
+            self._tif = tifffile.TiffFile(self.path)
+        planes = self._tif.asarray(key=z_indices, series=0, maxworkers=decode_threads(), out=target)
         return planes.reshape(shape)
 
 
@@ -205,18 +223,31 @@ def read_whole(volumes: Sequence[LazyVolume]) -> np.ndarray:
 
 SAMPLE_PLANES = 16
 SAMPLE_VOXELS_PER_PLANE = 1 << 16
+SAMPLE_BANDS = 8  # each sampled plane is read in one of this many row bands
 
 
 def sample_voxels(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES) -> list[np.ndarray]:
-    """Per channel, a 1D float32 sample of the voxels: evenly spaced z planes, each thinned to at most
-    ``SAMPLE_VOXELS_PER_PLANE`` voxels (statistics without reading the whole volume)."""
-    n_z = volumes[0].shape[0]
+    """Per channel, a 1D float32 sample of the voxels (statistics without reading the whole volume).
+
+    Evenly spaced z planes, thinned to at most ``SAMPLE_VOXELS_PER_PLANE`` voxels each. Planes larger than
+    ``SAMPLE_BANDS`` times that are read in one band of rows (``1/SAMPLE_BANDS`` of the plane, at least one
+    chunk high; the bands cycle through the plane from one sampled plane to the next). Bands, not whole
+    planes: a Zarr chunk holds many planes, so 16 whole planes of a volume 16 chunks deep would decode all of
+    it; the bands decode 1/8 of that.
+    """
+    n_z, n_y, n_x = volumes[0].shape
     planes = np.unique(np.linspace(0, n_z - 1, min(n_planes, n_z)).round().astype(int))
+    chunk_rows = max(v.chunk_rows for v in volumes)
+    band = n_y
+    if n_y * n_x > SAMPLE_BANDS * SAMPLE_VOXELS_PER_PLANE:
+        band = min(n_y, max(chunk_rows, -(-n_y // SAMPLE_BANDS // chunk_rows) * chunk_rows))
+    n_bands = -(-n_y // band)
     samples = []
     for volume in volumes:
         values = []
-        for z in planes:
-            plane = volume.read((slice(z, z + 1), slice(None), slice(None))).ravel()
+        for i, z in enumerate(planes):
+            y0 = (i % n_bands) * band
+            plane = volume.read((slice(z, z + 1), slice(y0, min(y0 + band, n_y)), slice(None))).ravel()
             step = max(1, plane.size // SAMPLE_VOXELS_PER_PLANE)
             values.append(plane[::step].astype(np.float32))
         samples.append(np.concatenate(values))

@@ -140,3 +140,24 @@ def test_loader_centres_patches_on_tissue(tmp_path):
 
     assert fraction(0.0) == 1.0
     assert fraction(1.0) < 0.8  # uniform placement misses the organ in about a third of the patches
+
+
+def test_write_tile_matches_slice_assignment_including_edge_chunks(tmp_path):
+    """Tiles compressed in memory and copied chunk by chunk land exactly where a slice assignment puts them,
+    also the tiles that end at the array's (not chunk-aligned) end, for two channels."""
+    shape, patch = (2, 40, 150, 130), (16, 32, 32)
+    expected = np.random.default_rng(3).standard_normal(shape).astype(np.float16)
+    data = case_store.open_data(str(tmp_path), "case", shape, patch, np.float16)
+    chunks = data.chunks
+    assert any(n % c for n, c in zip(shape, chunks)), "the layout should leave partial chunks at the end"
+    step = [c * 2 for c in chunks[1:]]
+    for z0 in range(0, shape[1], step[0]):
+        for y0 in range(0, shape[2], step[1]):
+            for x0 in range(0, shape[3], step[2]):
+                tile = expected[:, z0:z0 + step[0], y0:y0 + step[1], x0:x0 + step[2]]
+                case_store.write_tile(data, np.ascontiguousarray(tile), (0, z0, y0, x0))
+    del data
+    np.testing.assert_array_equal(blosc2.open(case_store.data_path(str(tmp_path), "case"))[...], expected)
+    with pytest.raises(ValueError, match="not on the chunk grid"):
+        case_store.write_tile(blosc2.open(case_store.data_path(str(tmp_path), "case"), mode="a"),
+                              expected[:, :4, :4, :4].copy(), (0, 1, 0, 0))

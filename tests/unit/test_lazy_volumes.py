@@ -131,3 +131,21 @@ def test_sample_covers_small_volumes_entirely(tmp_path):
     # 16 evenly spaced planes of 20, every voxel of each (planes are below the per-plane cap)
     planes = np.unique(np.linspace(0, SHAPE[0] - 1, 16).round().astype(int))
     np.testing.assert_array_equal(np.sort(sample), np.sort(volume[planes].ravel().astype(np.float32)))
+
+
+def test_sample_of_large_planes_reads_cycling_row_bands(tmp_path):
+    """Planes above 8 x 65536 voxels are sampled one row band (1/8 of the plane, whole chunks) at a time,
+    the band moving down the plane from one sampled plane to the next."""
+    import zarr
+
+    shape, chunk_rows = (16, 512, 1152), 32
+    volume = np.random.default_rng(7).integers(0, 60000, shape, dtype=np.uint16)
+    zarr.open_array(str(tmp_path / "wide.zarr"), mode="w", shape=shape, chunks=(8, chunk_rows, 256),
+                    dtype=np.uint16)[...] = volume
+    (tmp_path / "wide.json").write_text(json.dumps({"spacing": [1.0, 1.0, 1.0]}))
+    (lazy,) = open_case_volumes(discover_cases([str(tmp_path)])[0])
+    assert lazy.chunk_rows == chunk_rows
+    (sample,) = sample_voxels([lazy])
+    band = 64  # 512 rows / 8, a whole number of 32-row chunks
+    expected = [volume[z, (z % 8) * band:(z % 8 + 1) * band].ravel() for z in range(16)]
+    np.testing.assert_array_equal(sample, np.concatenate(expected).astype(np.float32))
