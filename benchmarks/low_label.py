@@ -276,6 +276,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--finetune-epochs", type=int, default=None)
     parser.add_argument("--finetune-iterations", type=int, default=None)
     parser.add_argument("--pretrain-epochs", type=int, default=None)
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="labelled volumes per arm (default 1 2 4)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds per k (default 0 1 2)")
     parser.add_argument("--pretrain-arg", action="append", default=[], metavar="OPTION",
                         help="extra nnssl_pretrain option, e.g. --pretrain-arg=--mask-ratio=0.6 (repeatable)")
     return parser.parse_args(argv)
@@ -284,7 +286,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _settings(args: argparse.Namespace) -> Settings:
     settings = QUICK if args.quick else FULL if args.full else Settings()
     overrides = {"device": args.device, "finetune_epochs": args.finetune_epochs,
-                 "finetune_iterations": args.finetune_iterations, "pretrain_epochs": args.pretrain_epochs}
+                 "finetune_iterations": args.finetune_iterations, "pretrain_epochs": args.pretrain_epochs,
+                 "ks": tuple(args.ks) if args.ks else None, "seeds": tuple(args.seeds) if args.seeds else None}
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
 
