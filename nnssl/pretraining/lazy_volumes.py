@@ -43,6 +43,11 @@ class LazyVolume:
         return f"{type(self).__name__}({self.path!r}, shape={self.shape}, dtype={self.dtype})"
 
 
+def _fits(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether a reader can decode straight into ``out``."""
+    return out is not None and out.shape == shape and out.dtype == dtype and out.flags.c_contiguous
+
+
 def _checked_shape(path: str, shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 2:
         raise NnsslError(f"{path}: image of shape {list(shape)} is not 3D; nnssl pretrains on (z, y, x) volumes")
@@ -65,7 +70,7 @@ class ZarrArrayVolume(LazyVolume):
     def read(self, region: Region, out: np.ndarray | None = None) -> np.ndarray:
         index = region if self.channel is None else (self.channel, *region)
         shape = tuple(len(range(*r.indices(n))) for r, n in zip(region, self.shape))
-        if out is None or out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+        if not _fits(out, shape, self.dtype):
             return np.asarray(self.array[index])
         from zarr.core.buffer.cpu import NDBuffer
 
@@ -117,7 +122,7 @@ class TiffVolume(ZarrArrayVolume):
         if not z_indices:
             return np.zeros((0, *self.shape[1:]), self.dtype)
         shape = (len(z_indices), *self.shape[1:])
-        target = out if out is not None and out.shape == shape and out.dtype == self.dtype else None
+        target = out if _fits(out, shape, self.dtype) else None
         if self._tif is None:
             self._tif = tifffile.TiffFile(self.path)
         planes = self._tif.asarray(key=z_indices, series=0, maxworkers=decode_threads(), out=target)
