@@ -40,6 +40,9 @@ def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blockwise-min-voxels", type=int, default=DEFAULT_BLOCKWISE_MIN_VOXELS, metavar="N",
                         help="TIFF, plane-folder and Zarr cases with at least N voxels (all channels) are "
                              "preprocessed block by block with bounded memory (default 2**27; 0: always)")
+    parser.add_argument("--blockwise-workers", type=int, default=None, metavar="N",
+                        help="processes that normalize and compress block-wise cases (default: one per core, "
+                             "at most 8; 0: none, all in the main process)")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,13 +119,15 @@ def _request(args: argparse.Namespace):
         features_per_stage=args.features_per_stage, channel_names=args.channel_names, spacing=args.spacing,
         device=args.device, compile=args.compile, num_workers=args.num_workers, num_processes=args.num_processes,
         continue_run=args.continue_run, progress_bar=not args.no_pbar, settings=settings,
-        blockwise_min_voxels=args.blockwise_min_voxels,
+        blockwise_min_voxels=args.blockwise_min_voxels, blockwise_workers=args.blockwise_workers,
     )
 
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.epochs < 1 or args.iterations_per_epoch < 1:
         parser.error("--epochs and --iterations-per-epoch must be >= 1")
+    if args.blockwise_workers is not None and args.blockwise_workers < 0:
+        parser.error("--blockwise-workers must be >= 0")
     if args.mask_ratio is not None and not 0.0 < args.mask_ratio < 1.0:
         parser.error("--mask-ratio must be between 0 and 1")
     if not 0.0 <= args.random_patch_fraction <= 1.0:

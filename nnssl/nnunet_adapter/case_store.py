@@ -8,10 +8,11 @@ the ``.pkl`` is written last and atomically, so a case without one is never take
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import blosc2
 import numpy as np
@@ -22,11 +23,6 @@ from nnssl.atomic_files import write_atomic
 
 # LZ4 like nnU-Net (whose LZ4HC is too slow to write terabytes); fast to decompress patch by patch
 CPARAMS = {"codec": blosc2.Codec.LZ4, "clevel": 1, "filters": [blosc2.Filter.SHUFFLE]}
-
-
-def _compression_threads() -> int:
-    # half the cores: on small machines a second thread only contends with reading and normalizing
-    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
@@ -76,30 +72,60 @@ def open_data(folder: str, case_id: str, shape: Sequence[int], patch_size: Seque
     os.makedirs(work_folder(folder, case_id), exist_ok=True)
     blocks, chunks = chunk_layout(shape, patch_size, np.dtype(dtype).itemsize, chunk_z)
     return blosc2.zeros(tuple(shape), dtype=dtype, chunks=chunks, blocks=blocks, urlpath=path,
-                        cparams=dict(CPARAMS, nthreads=_compression_threads()), mode="w")
+                        cparams=dict(CPARAMS, nthreads=1), mode="w")
 
 
-def write_tile(data: blosc2.NDArray, tile: np.ndarray, start: Sequence[int]) -> None:
-    """Writes ``tile`` (C, z, y, x) into ``data`` at ``start``, both on chunk boundaries (or the tile reaching
-    the array's end on an axis where it is not a whole number of chunks).
+@contextlib.contextmanager
+def _blosc_threads(threads: int) -> Iterator[None]:
+    """C-Blosc2 recompresses a file's chunk index after every chunk written, with 4 threads started anew each
+    time unless ``BLOSC_NTHREADS`` says otherwise: one thread measured 0.12 instead of 0.6 ms per chunk."""
+    previous = os.environ.get("BLOSC_NTHREADS")
+    os.environ["BLOSC_NTHREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["BLOSC_NTHREADS"]
+        else:
+            os.environ["BLOSC_NTHREADS"] = previous
 
-    The tile is compressed in memory with the array's own chunks and blocks, and the compressed chunks are
-    copied into the file: measured 1.45x faster than ``data[region] = tile``, which updates the file's
-    chunks through the slower file-backed slice path. Chunks at the array's end come out padded exactly like
-    the array's own, since they end where the array ends.
+
+def compress_tile(tile: np.ndarray, chunks: Sequence[int], blocks: Sequence[int]) -> list[bytes]:
+    """The compressed chunks of ``tile`` (C, z, y, x), in C order of the tile's chunk grid, for an array with
+    ``chunks`` and ``blocks`` in which the tile starts on a chunk boundary (see ``write_chunks``)."""
+    staged = blosc2.empty(tile.shape, dtype=tile.dtype, chunks=tuple(chunks), blocks=tuple(blocks),
+                          cparams=dict(CPARAMS, nthreads=1))
+    staged[...] = tile
+    return [staged.schunk.get_chunk(i) for i in range(staged.schunk.nchunks)]
+
+
+def write_chunks(data: blosc2.NDArray, compressed: Sequence[bytes], tile_shape: Sequence[int],
+                 start: Sequence[int]) -> None:
+    """Puts a tile's compressed chunks (``compress_tile``) into ``data`` at ``start``, on the chunk grid.
+
+    Measured 1.45x faster than ``data[region] = tile``, which updates the file's chunks through the slower
+    file-backed slice path. Chunks at the array's end come out padded exactly like the array's own, since
+    the tile ends where the array ends.
     """
     chunks = data.chunks
     if any(s % c for s, c in zip(start, chunks)):
         raise ValueError(f"tile start {tuple(start)} is not on the chunk grid {chunks}")
-    staged = blosc2.empty(tile.shape, dtype=data.dtype, chunks=chunks, blocks=data.blocks,
-                          cparams=dict(CPARAMS, nthreads=_compression_threads()))
-    staged[...] = tile
     array_grid = [-(-n // c) for n, c in zip(data.shape, chunks)]
-    tile_grid = [-(-n // c) for n, c in zip(tile.shape, chunks)]
+    tile_grid = [-(-n // c) for n, c in zip(tile_shape, chunks)]
     first = [s // c for s, c in zip(start, chunks)]
-    for index in range(int(np.prod(tile_grid))):
-        position = [i + f for i, f in zip(np.unravel_index(index, tile_grid), first)]
-        data.schunk.update_chunk(int(np.ravel_multi_index(position, array_grid)), staged.schunk.get_chunk(index))
+    with _blosc_threads(1):
+        for index, chunk in enumerate(compressed):
+            position = [i + f for i, f in zip(np.unravel_index(index, tile_grid), first)]
+            data.schunk.update_chunk(int(np.ravel_multi_index(position, array_grid)), chunk)
+
+
+def write_tile(data: blosc2.NDArray, tile: np.ndarray, start: Sequence[int]) -> None:
+    """Writes ``tile`` (C, z, y, x) into ``data`` at ``start``, both on chunk boundaries (or the tile reaching
+    the array's end on an axis where it is not a whole number of chunks)."""
+    if any(s % c for s, c in zip(start, data.chunks)):
+        raise ValueError(f"tile start {tuple(start)} is not on the chunk grid {data.chunks}")
+    write_chunks(data, compress_tile(tile.astype(data.dtype, copy=False), data.chunks, data.blocks),
+                 tile.shape, start)
 
 
 def finish_case(folder: str, case_id: str, properties: dict, patch_size: Sequence[int]) -> None:

@@ -47,6 +47,7 @@ class PretrainRequest:
     continue_run: bool = False
     progress_bar: bool = True
     blockwise_min_voxels: int = DEFAULT_BLOCKWISE_MIN_VOXELS
+    blockwise_workers: int | None = None  # None: blockwise_preprocessing.default_workers()
     settings: dict = field(default_factory=dict)  # PretrainSettings fields
 
 

@@ -99,9 +99,10 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
         list(cm.use_mask_for_norm), plans["foreground_intensity_properties_per_channel"],
     )
     by_id = {c.identifier: c for c in cases}
+    writer = blockwise.LargeCaseWriter(by_id, target, request.blockwise_workers)
     identifiers = preprocess.preprocess_cases(
         {c.identifier: c.image_files for c in cases}, CaseLoader(by_id), plans, request.configuration,
-        dataset_json, data_folder, request.num_processes, large, blockwise.LargeCaseWriter(by_id, target),
+        dataset_json, data_folder, request.num_processes, large, writer,
     )
     return PretrainData(plans, request.configuration, dataset_json, data_folder, identifiers)
 

@@ -10,12 +10,47 @@ patches (``random_patch_fraction``, default 0.05) stays uniformly random so that
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 CELL = 16
 MAX_LOCATIONS = 10_000
 TISSUE_KEY = 1  # the key of the tissue locations in nnU-Net's class_locations
 DEFAULT_RANDOM_PATCH_FRACTION = 0.05
+
+
+@dataclass
+class GridPart:
+    """Sums and counts of the cells one block touches: ``cells`` per axis, arrays (n_z, n_y, n_x)."""
+
+    cells: tuple[np.ndarray, np.ndarray, np.ndarray]
+    sums: np.ndarray
+    counts: np.ndarray
+
+
+def _axis_cells(origin: int, length: int, cell: int, stride: int
+                ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(first sampled voxel, segment starts in the sample, their cells, segment lengths) of one axis."""
+    first = (-origin) % stride
+    cells = (origin + np.arange(first, length, stride)) // cell
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(cells)) + 1]).astype(np.int64)
+    return first, starts, cells[starts], np.diff(np.append(starts, len(cells)))
+
+
+def block_sums(block: np.ndarray, origin: tuple[int, int, int], cell: int = CELL, stride: int = 4
+               ) -> GridPart | None:
+    """What ``block`` (z, y, x), whose first voxel sits at ``origin``, adds to a ``CoarseGrid``: the sums and
+    counts of its lattice voxels per cell (None if no lattice voxel lies in it). Apart from the grid, so that
+    worker processes can compute it."""
+    axes = [_axis_cells(o, n, cell, stride) for o, n in zip(origin, block.shape)]
+    if any(first >= n for (first, _, _, _), n in zip(axes, block.shape)):
+        return None
+    sums = block[axes[0][0]::stride, axes[1][0]::stride, axes[2][0]::stride]
+    for axis in (2, 1, 0):
+        sums = np.add.reduceat(sums, axes[axis][1], axis=axis, dtype=np.float64)
+    counts = np.einsum("i,j,k->ijk", *(lengths for _, _, _, lengths in axes))
+    return GridPart(tuple(cells for _, _, cells, _ in axes), sums, counts)
 
 
 class CoarseGrid:
@@ -31,24 +66,18 @@ class CoarseGrid:
         self.sums = np.zeros(grid_shape, np.float64)
         self.counts = np.zeros(grid_shape, np.int64)
 
-    def _axis(self, origin: int, length: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        """(first sampled voxel, segment starts in the sample, their cells, segment lengths) of one axis."""
-        first = (-origin) % self.stride
-        cells = (origin + np.arange(first, length, self.stride)) // self.cell
-        starts = np.concatenate([[0], np.flatnonzero(np.diff(cells)) + 1]).astype(np.int64)
-        return first, starts, cells[starts], np.diff(np.append(starts, len(cells)))
+    def part(self, block: np.ndarray, origin: tuple[int, int, int]) -> GridPart | None:
+        return block_sums(block, origin, self.cell, self.stride)
+
+    def add_part(self, part: GridPart | None) -> None:
+        if part is not None:
+            index = np.ix_(*part.cells)
+            self.sums[index] += part.sums
+            self.counts[index] += part.counts
 
     def add(self, block: np.ndarray, origin: tuple[int, int, int]) -> None:
         """Accumulates ``block`` (z, y, x) whose first voxel sits at ``origin``."""
-        axes = [self._axis(o, n) for o, n in zip(origin, block.shape)]
-        if any(first >= n for (first, _, _, _), n in zip(axes, block.shape)):
-            return  # no lattice voxel in this block
-        sums = block[axes[0][0]::self.stride, axes[1][0]::self.stride, axes[2][0]::self.stride]
-        for axis in (2, 1, 0):
-            sums = np.add.reduceat(sums, axes[axis][1], axis=axis, dtype=np.float64)
-        index = np.ix_(*(cells for _, _, cells, _ in axes))
-        self.sums[index] += sums
-        self.counts[index] += np.einsum("i,j,k->ijk", *(lengths for _, _, _, lengths in axes))
+        self.add_part(self.part(block, origin))
 
     def means(self) -> np.ndarray:
         return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)

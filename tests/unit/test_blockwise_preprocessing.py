@@ -13,6 +13,7 @@ import pytest
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
 from nnssl.demo import lsm_files
+from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
 from nnssl.pretraining import blockwise_preprocessing as blockwise
 from nnssl.pretraining import resampling
@@ -59,14 +60,15 @@ def _load(folder, case_id):
     ((0, 1, 2), (1.5, 1.3, 0.7)),  # up- and downsampling
     ((1, 0, 2), (1.0, 2.0, 1.0)),  # nnU-Net's axis transposition, no resampling
 ])
-def test_blockwise_equals_whole_volume(organ, tmp_path, monkeypatch, transpose, target_spacing):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_blockwise_equals_whole_volume(organ, tmp_path, monkeypatch, transpose, target_spacing, workers):
     case, volume = organ
     # tiny read and tile budgets: many bands, tiles and slabs on a small volume
     monkeypatch.setattr(blockwise, "READ_BYTES", 6000)
     monkeypatch.setattr(blockwise, "TILE_BYTES", 5000)
     out = tmp_path / "out"
     out.mkdir()
-    blockwise.preprocess_large_case(case, _target(transpose, target_spacing), str(out))
+    blockwise.preprocess_large_case(case, _target(transpose, target_spacing), str(out), workers=workers)
     data, properties = _load(out, "organ")
     expected = _reference(volume, transpose, (2.0, 1.0, 1.0), target_spacing)
     assert data.shape == (1, *expected.shape) and data.dtype == np.float16  # uint16 input: every z-score fits
@@ -78,6 +80,40 @@ def test_blockwise_equals_whole_volume(organ, tmp_path, monkeypatch, transpose, 
     # tissue locations sit where the organ (bright) is, in the preprocessed volume
     values = data[0][tuple(locations[:, 1:].T)]
     assert np.median(values) > 0
+
+
+def test_worker_processes_write_the_same_file_as_the_main_process_alone(organ, tmp_path, monkeypatch):
+    """Tiles processed by forked workers, several bands in flight: the same voxels, tissue locations and
+    chunk bytes as tiles processed one after another in the main process."""
+    case, _ = organ
+    monkeypatch.setattr(blockwise, "READ_BYTES", 6000)
+    monkeypatch.setattr(blockwise, "TILE_BYTES", 3000)
+    results = {}
+    for workers in (0, 3):
+        out = tmp_path / f"workers{workers}"
+        out.mkdir()
+        blockwise.preprocess_large_case(case, _target(spacing=(1.0, 1.0, 1.0)), str(out), workers=workers)
+        data = blosc2.open(str(out / "organ.b2nd"), mode="r")
+        results[workers] = (_load(out, "organ"), [data.schunk.get_chunk(i) for i in range(data.schunk.nchunks)])
+    ((data0, properties0), chunks0), ((data3, properties3), chunks3) = results[0], results[3]
+    np.testing.assert_array_equal(data3, data0)
+    np.testing.assert_array_equal(properties3["class_locations"][1], properties0["class_locations"][1])
+    assert chunks3 == chunks0
+
+
+def test_error_in_a_worker_is_one_line_naming_the_file(tmp_path):
+    """A NaN found by a worker process reaches the caller as nnssl's error, naming the image."""
+    shape = (8, 40, 40)
+    volume = np.ones(shape, np.float32)
+    volume[5, 30, 30] = np.nan
+    (tmp_path / "in").mkdir()
+    lsm_files.write_bigtiff(str(tmp_path / "in" / "organ.tiff"), shape, np.float32, lambda z0, z1: volume[z0:z1],
+                            (1, 1, 1))
+    (case,) = discover_cases([str(tmp_path / "in")])
+    (tmp_path / "out").mkdir()
+    with pytest.raises(NnsslError, match=r"organ\.tiff: contains NaN or Inf voxels"):
+        blockwise.preprocess_large_case(case, _target(spacing=(1.0, 1.0, 1.0)), str(tmp_path / "out"), workers=2)
+    assert not case_store.is_complete(str(tmp_path / "out"), "organ")
 
 
 def test_interrupted_case_resumes_at_the_next_slab(organ, tmp_path, monkeypatch):
