@@ -25,7 +25,7 @@ from nnssl.nnunet_adapter import case_store
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
 from nnssl.nnunet_adapter.fingerprint import analyze_sample
 from nnssl.pretraining import resampling
-from nnssl.pretraining.blockwise_tiles import BAND_BUFFERS, Band, CaseTiles, Geometry, TileWorkers, input_range
+from nnssl.pretraining.blockwise_tiles import Band, CaseTiles, Geometry, TileWorkers, input_range
 from nnssl.pretraining.image_discovery import UnlabeledCase
 from nnssl.pretraining.lazy_volumes import LazyVolume, open_case_volumes, sample_voxels
 from nnssl.pretraining.tissue_sampling import CoarseGrid, class_locations
@@ -214,8 +214,8 @@ def _preprocess_large_case(case: UnlabeledCase, target: BlockwiseTarget, folder:
 
 def _write_bands(bands: list[Band], volumes: list[LazyVolume], transpose: Sequence[int], pool: TileWorkers,
                  data, progress: _Progress) -> None:
-    """Decodes each band into a band buffer while the workers process the previous band; writes every
-    band's chunks in order and saves the progress after each slab's last band."""
+    """Decodes each band into a free band buffer, hands its tiles to the workers, writes every band's
+    chunks in order and saves the progress after each slab's last band."""
     pending: collections.deque[tuple[Band, int, list]] = collections.deque()
 
     def finish_oldest() -> None:
@@ -228,7 +228,7 @@ def _write_bands(bands: list[Band], volumes: list[LazyVolume], transpose: Sequen
             progress.save(band.slab_index + 1)
 
     for index, band in enumerate(bands):
-        slot = index % BAND_BUFFERS
+        slot = index % pool.n_buffers
         while pending and any(s == slot for _, s, _ in pending):  # the buffer is still being processed
             finish_oldest()
         for volume, buffer in zip(volumes, pool.band(slot, len(volumes), band.input_shape)):

@@ -2,10 +2,10 @@
 
 Compressing the output costs about as much as everything else together, and blosc2 holds the GIL while it
 compresses, so threads cannot share that work; processes can. The main process decodes a band of the input
-into one of two shared band buffers (anonymous shared memory, inherited by forked workers) and hands out the
+into a shared band buffer (anonymous shared memory, inherited by forked workers) and hands out the
 band's tiles. Each worker normalizes, resamples and converts one tile, compresses it into the output array's
 chunks and returns them with the tile's tissue-grid sums; the main process writes the chunks in order.
-While the workers process one band, the main process decodes the next into the other buffer.
+With 4 or more workers, the main process decodes the next band into a second buffer meanwhile.
 
 Workers are forked (Linux), so they inherit the case's normalizers and start in milliseconds; elsewhere,
 or with ``workers=0``, tiles are processed in the main process, one after another, with the same results.
@@ -13,7 +13,6 @@ or with ``workers=0``, tiles are processed in the main process, one after anothe
 
 from __future__ import annotations
 
-import logging
 import mmap
 import multiprocessing
 import sys
@@ -29,9 +28,12 @@ from nnssl.nnunet_adapter import case_store
 from nnssl.pretraining import resampling
 from nnssl.pretraining.tissue_sampling import GridPart, block_sums
 
-logger = logging.getLogger(__name__)
 
-BAND_BUFFERS = 2  # one decoded by the main process while the workers process the other
+def band_buffers(workers: int) -> int:
+    """Band buffers: with 4 or more workers, the main process decodes the next band into a second buffer
+    while the workers process the current one. On 2 cores, decoding and the workers already keep both
+    cores busy: a second buffer measured no faster and costs a band of memory (512 MiB)."""
+    return 2 if workers >= 4 else 1
 
 
 @dataclass
@@ -130,7 +132,28 @@ def as_storage_type(tile: np.ndarray, dtype: np.dtype, scratch: Scratch) -> np.n
     return tile.astype(dtype, copy=False)
 
 
-def _band_arrays(buffer: memoryview | bytearray, case: CaseTiles, n_channels: int,
+def half_tile(raw: list[np.ndarray], case: CaseTiles, band: Band, tile_box: tuple[int, int, int, int],
+              scratch: Scratch) -> np.ndarray:
+    """(C, z, y, x) float16 output tile of an integer band without resampling, normalized plane by plane.
+
+    The same values as ``process_tile`` then ``as_storage_type``, but each plane's float32 values stay in
+    the CPU cache between normalizing and converting (that step measured 1.7x faster than in whole-tile passes).
+    """
+    import torch
+
+    y0, y1, x0, x1 = tile_box
+    y_low = y0 - band.input_ranges[1][0]  # rows of the band
+    half = scratch.array("half", (len(raw), raw[0].shape[0], y1 - y0, x1 - x0), np.float16)
+    plane = scratch.array("plane", (y1 - y0, x1 - x0), np.float32)
+    plane_torch = torch.from_numpy(plane)
+    for c, band_data in enumerate(raw):
+        for z in range(band_data.shape[0]):
+            case.normalizers[c](band_data[z, y_low:y_low + y1 - y0, x0:x1], plane)
+            torch.from_numpy(half[c, z]).copy_(plane_torch)
+    return half
+
+
+def _band_arrays(buffer: mmap.mmap, case: CaseTiles, n_channels: int,
                  shape: tuple[int, int, int]) -> list[np.ndarray]:
     """The band's C raw arrays, views of one band buffer."""
     count = int(np.prod(shape))
@@ -141,10 +164,14 @@ def _band_arrays(buffer: memoryview | bytearray, case: CaseTiles, n_channels: in
 def _run_tile(buffers: list, case: CaseTiles, scratch: Scratch, slot: int, n_channels: int, band: Band,
               tile_box: tuple[int, int, int, int]) -> TileResult:
     raw = _band_arrays(buffers[slot], case, n_channels, band.input_shape)
-    tile = process_tile(raw, case, band, tile_box, scratch)
     start = (0, band.z_range[0], tile_box[0], tile_box[2])
-    grid_part = block_sums(tile[0] if len(tile) == 1 else tile.mean(axis=0), start[1:])
-    stored = as_storage_type(tile, case.storage_dtype, scratch)
+    if case.storage_dtype == np.float16 and all(p is None for p in case.geometry.positions):
+        stored = half_tile(raw, case, band, tile_box, scratch)
+        tile = stored
+    else:
+        tile = process_tile(raw, case, band, tile_box, scratch)
+        stored = as_storage_type(tile, case.storage_dtype, scratch)
+    grid_part = block_sums(tile[0] if len(tile) == 1 else tile.mean(axis=0, dtype=np.float32), start[1:])
     chunks = case_store.compress_tile(stored, case.chunks, case.blocks)
     return TileResult(start, stored.shape, chunks, grid_part)
 
@@ -173,13 +200,17 @@ class TileWorkers:
     def __init__(self, case: CaseTiles, buffer_bytes: int, workers: int) -> None:
         self.case = case
         # MAP_SHARED anonymous memory: the forked workers see what the main process decodes into it
-        self._buffers = [mmap.mmap(-1, max(1, buffer_bytes)) for _ in range(BAND_BUFFERS)]
+        self._buffers = [mmap.mmap(-1, max(1, buffer_bytes)) for _ in range(band_buffers(workers))]
         self._executor = None
         if workers > 0 and sys.platform.startswith("linux"):
             _worker.update(buffers=self._buffers, case=case)  # inherited by fork, never pickled
             self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                                  initializer=_start_worker)
         self._scratch = Scratch()
+
+    @property
+    def n_buffers(self) -> int:
+        return len(self._buffers)
 
     def band(self, slot: int, n_channels: int, shape: tuple[int, int, int]) -> list[np.ndarray]:
         return _band_arrays(self._buffers[slot], self.case, n_channels, shape)

@@ -40,9 +40,10 @@ def random_block_mask(
     # argsort of uniform noise = a random permutation per sample, drawn from one generator call
     noise = torch.rand(batch_size, n_blocks, generator=generator)
     ranks = noise.argsort(dim=1).argsort(dim=1)
-    block_mask = (ranks < n_masked).float().view(batch_size, 1, *grid)
-    mask = block_mask
-    for axis, b in enumerate(block_size):
-        mask = mask.repeat_interleave(b, dim=2 + axis)
-    mask = mask[:, :, : patch_size[0], : patch_size[1], : patch_size[2]]
-    return mask.contiguous().to(device, non_blocking=True)
+    # to the device at block resolution, then one broadcast copy to voxels (not a full-size host mask)
+    block_mask = (ranks < n_masked).to(device, non_blocking=True).float()
+    gz, gy, gx = grid
+    bz, by, bx = block_size
+    voxels = block_mask.view(batch_size, 1, gz, 1, gy, 1, gx, 1).expand(-1, -1, -1, bz, -1, by, -1, bx)
+    mask = voxels.reshape(batch_size, 1, gz * bz, gy * by, gx * bx)
+    return mask[:, :, : patch_size[0], : patch_size[1], : patch_size[2]].contiguous()

@@ -83,22 +83,25 @@ def test_blockwise_equals_whole_volume(organ, tmp_path, monkeypatch, transpose, 
 
 
 def test_worker_processes_write_the_same_file_as_the_main_process_alone(organ, tmp_path, monkeypatch):
-    """Tiles processed by forked workers, several bands in flight: the same voxels, tissue locations and
-    chunk bytes as tiles processed one after another in the main process."""
+    """Tiles processed by forked workers, with one band buffer (2 workers) and with two (4 workers, the next
+    band decoded while the workers process one): the same voxels, tissue locations and chunk bytes as
+    tiles processed one after another in the main process."""
     case, _ = organ
     monkeypatch.setattr(blockwise, "READ_BYTES", 6000)
     monkeypatch.setattr(blockwise, "TILE_BYTES", 3000)
     results = {}
-    for workers in (0, 3):
+    for workers in (0, 2, 4):
         out = tmp_path / f"workers{workers}"
         out.mkdir()
         blockwise.preprocess_large_case(case, _target(spacing=(1.0, 1.0, 1.0)), str(out), workers=workers)
         data = blosc2.open(str(out / "organ.b2nd"), mode="r")
         results[workers] = (_load(out, "organ"), [data.schunk.get_chunk(i) for i in range(data.schunk.nchunks)])
-    ((data0, properties0), chunks0), ((data3, properties3), chunks3) = results[0], results[3]
-    np.testing.assert_array_equal(data3, data0)
-    np.testing.assert_array_equal(properties3["class_locations"][1], properties0["class_locations"][1])
-    assert chunks3 == chunks0
+    (data0, properties0), chunks0 = results[0]
+    for workers in (2, 4):
+        (data, properties), chunks = results[workers]
+        np.testing.assert_array_equal(data, data0)
+        np.testing.assert_array_equal(properties["class_locations"][1], properties0["class_locations"][1])
+        assert chunks == chunks0
 
 
 def test_error_in_a_worker_is_one_line_naming_the_file(tmp_path):
