@@ -122,8 +122,6 @@ def write_chunks(data: blosc2.NDArray, compressed: Sequence[bytes], tile_shape: 
 def write_tile(data: blosc2.NDArray, tile: np.ndarray, start: Sequence[int]) -> None:
     """Writes ``tile`` (C, z, y, x) into ``data`` at ``start``, both on chunk boundaries (or the tile reaching
     the array's end on an axis where it is not a whole number of chunks)."""
-    if any(s % c for s, c in zip(start, data.chunks)):
-        raise ValueError(f"tile start {tuple(start)} is not on the chunk grid {data.chunks}")
     write_chunks(data, compress_tile(tile.astype(data.dtype, copy=False), data.chunks, data.blocks),
                  tile.shape, start)
 

@@ -171,6 +171,7 @@ def _run_tile(buffers: list, case: CaseTiles, scratch: Scratch, slot: int, n_cha
     else:
         tile = process_tile(raw, case, band, tile_box, scratch)
         stored = as_storage_type(tile, case.storage_dtype, scratch)
+    # the lattice of CoarseGrid's defaults, which the case's tissue grid uses
     grid_part = block_sums(tile[0] if len(tile) == 1 else tile.mean(axis=0, dtype=np.float32), start[1:])
     chunks = case_store.compress_tile(stored, case.chunks, case.blocks)
     return TileResult(start, stored.shape, chunks, grid_part)

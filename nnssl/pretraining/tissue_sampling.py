@@ -66,9 +66,6 @@ class CoarseGrid:
         self.sums = np.zeros(grid_shape, np.float64)
         self.counts = np.zeros(grid_shape, np.int64)
 
-    def part(self, block: np.ndarray, origin: tuple[int, int, int]) -> GridPart | None:
-        return block_sums(block, origin, self.cell, self.stride)
-
     def add_part(self, part: GridPart | None) -> None:
         if part is not None:
             index = np.ix_(*part.cells)
@@ -77,7 +74,7 @@ class CoarseGrid:
 
     def add(self, block: np.ndarray, origin: tuple[int, int, int]) -> None:
         """Accumulates ``block`` (z, y, x) whose first voxel sits at ``origin``."""
-        self.add_part(self.part(block, origin))
+        self.add_part(block_sums(block, origin, self.cell, self.stride))
 
     def means(self) -> np.ndarray:
         return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
