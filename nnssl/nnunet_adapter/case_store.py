@@ -119,13 +119,6 @@ def write_chunks(data: blosc2.NDArray, compressed: Sequence[bytes], tile_shape: 
             data.schunk.update_chunk(int(np.ravel_multi_index(position, array_grid)), chunk)
 
 
-def write_tile(data: blosc2.NDArray, tile: np.ndarray, start: Sequence[int]) -> None:
-    """Writes ``tile`` (C, z, y, x) into ``data`` at ``start``, both on chunk boundaries (or the tile reaching
-    the array's end on an axis where it is not a whole number of chunks)."""
-    write_chunks(data, compress_tile(tile.astype(data.dtype, copy=False), data.chunks, data.blocks),
-                 tile.shape, start)
-
-
 def finish_case(folder: str, case_id: str, properties: dict, patch_size: Sequence[int]) -> None:
     """Moves the finished data into place, writes the zero seg and, last, the properties."""
     work = work_folder(folder, case_id)

@@ -181,7 +181,7 @@ def test_loader_centres_patches_on_tissue(tmp_path):
     assert fraction(1.0) < 0.8  # uniform placement misses the organ in about a third of the patches
 
 
-def test_write_tile_matches_slice_assignment_including_edge_chunks(tmp_path):
+def test_compressed_tiles_match_slice_assignment_including_edge_chunks(tmp_path):
     """Tiles compressed in memory and copied chunk by chunk land exactly where a slice assignment puts them,
     also the tiles that end at the array's (not chunk-aligned) end, for two channels."""
     shape, patch = (2, 40, 150, 130), (16, 32, 32)
@@ -194,9 +194,10 @@ def test_write_tile_matches_slice_assignment_including_edge_chunks(tmp_path):
         for y0 in range(0, shape[2], step[1]):
             for x0 in range(0, shape[3], step[2]):
                 tile = expected[:, z0:z0 + step[0], y0:y0 + step[1], x0:x0 + step[2]]
-                case_store.write_tile(data, np.ascontiguousarray(tile), (0, z0, y0, x0))
+                compressed = case_store.compress_tile(np.ascontiguousarray(tile), data.chunks, data.blocks)
+                case_store.write_chunks(data, compressed, tile.shape, (0, z0, y0, x0))
     del data
     np.testing.assert_array_equal(blosc2.open(case_store.data_path(str(tmp_path), "case"))[...], expected)
     with pytest.raises(ValueError, match="not on the chunk grid"):
-        case_store.write_tile(blosc2.open(case_store.data_path(str(tmp_path), "case"), mode="a"),
-                              expected[:, :4, :4, :4].copy(), (0, 1, 0, 0))
+        case_store.write_chunks(blosc2.open(case_store.data_path(str(tmp_path), "case"), mode="a"),
+                                [b""], (2, 4, 4, 4), (0, 1, 0, 0))
