@@ -1,8 +1,9 @@
 """The image corruptions of Models Genesis (Zhou et al., MedIA 2021), on torch tensors.
 
 Each function takes one patch (C, Z, Y, X) with intensities in [0, 1] and returns a corrupted copy
-of the same shape, drawing its random numbers from a CPU ``torch.Generator`` (reproducible from the
-seed) and computing on the patch's device. Sizes and probabilities follow the paper's code
+of the same shape. Sizes, positions and choices come from a CPU ``torch.Generator`` (reproducible from
+the seed); bulk noise and shuffle keys come from a generator on the patch's device seeded from it, and
+all the work runs on that device. Sizes and probabilities follow the paper's code
 (``generate_pair``).
 """
 
@@ -47,26 +48,40 @@ def _interp(values: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.T
     return (fp[left] + weight * (fp[right] - fp[left])).reshape(values.shape).to(values.dtype)
 
 
+def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from ``generator``: bulk random numbers are drawn where they are
+    used, and the run stays reproducible from its seed (per device type)."""
+    device_generator = torch.Generator(device=device)
+    device_generator.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+    return device_generator
+
+
 def local_shuffle(image: torch.Tensor, num_boxes: int, generator: torch.Generator) -> torch.Tensor:
     """Shuffles the voxels inside ``num_boxes`` random boxes, each 1 to 1/10 of the patch per axis,
     reading from the original patch (overlapping boxes: a later one wins, as in the paper)."""
     c, *shape = image.shape
+    device = image.device
     max_size = torch.tensor([max(1, d // 10) for d in shape])
     sizes = 1 + (torch.rand(num_boxes, 3, generator=generator) * max_size).long()
     origins = (torch.rand(num_boxes, 3, generator=generator) * (torch.tensor(shape) - sizes + 1)).long()
-    offsets = torch.stack(torch.meshgrid(*(torch.arange(int(m)) for m in max_size), indexing="ij"), -1).view(-1, 3)
-    strides = torch.tensor([shape[1] * shape[2], shape[2], 1])
+    # The shuffle keys (num_boxes x voxels per box) are drawn and sorted on the patch's device: on the
+    # host they cost more than a GPU training step.
+    key_generator = _device_generator(generator, device)
+    sizes, origins, last = sizes.to(device), origins.to(device), torch.tensor(shape, device=device) - 1
+    offsets = torch.stack(torch.meshgrid(*(torch.arange(int(m), device=device) for m in max_size),
+                                         indexing="ij"), -1).view(-1, 3)
+    strides = torch.tensor([shape[1] * shape[2], shape[2], 1], device=device)
     source, out = image.reshape(c, -1), image.reshape(c, -1).clone()
     group = max(1, _SHUFFLE_GROUP_ELEMENTS // offsets.shape[0])
     for start in range(0, num_boxes, group):
         size, origin = sizes[start:start + group], origins[start:start + group]
         inside = (offsets[None] < size[:, None]).all(-1)  # (n, K) offsets within each box
-        flat = ((origin[:, None] + offsets[None]).clamp_max(torch.tensor(shape) - 1) * strides).sum(-1)
-        keys = torch.rand(inside.shape, generator=generator).masked_fill(~inside, 2.0)
+        flat = ((origin[:, None] + offsets[None]).clamp_max(last) * strides).sum(-1)
+        keys = torch.rand(inside.shape, generator=key_generator, device=device).masked_fill(~inside, 2.0)
         source_index = flat.gather(1, keys.argsort(dim=1))  # inside offsets first, in random order
         target_index = flat.gather(1, (~inside).to(torch.uint8).argsort(dim=1, stable=True))  # in order
-        used = torch.arange(offsets.shape[0])[None] < inside.sum(1, keepdim=True)
-        out[:, target_index[used].to(image.device)] = source[:, source_index[used].to(image.device)]
+        used = torch.arange(offsets.shape[0], device=device)[None] < inside.sum(1, keepdim=True)
+        out[:, target_index[used]] = source[:, source_index[used]]
     return out.view_as(image)
 
 
@@ -87,7 +102,9 @@ def in_paint(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             break
         sizes = [max(1, _randint(d // 6, d // 3, generator)) for d in shape]
         box = _box(shape, sizes, generator)
-        out[(slice(None), *box)] = torch.rand(image.shape[0], *sizes, generator=generator).to(image)
+        noise = torch.rand(image.shape[0], *sizes, generator=_device_generator(generator, image.device),
+                           device=image.device)
+        out[(slice(None), *box)] = noise.to(image.dtype)
     return out
 
 
@@ -95,7 +112,8 @@ def out_paint(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Uniform noise everywhere except one box and up to 4 more (each with p = 0.95) of 3/7 to 4/7
     of the patch per axis, which keep the original."""
     shape = list(image.shape[1:])
-    out = torch.rand(image.shape, generator=generator).to(image)
+    noise_generator = _device_generator(generator, image.device)
+    out = torch.rand(image.shape, generator=noise_generator, device=image.device).to(image.dtype)
     for index in range(5):
         if index > 0 and not bool(torch.rand((), generator=generator) < 0.95):
             break
