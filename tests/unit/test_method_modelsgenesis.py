@@ -31,6 +31,18 @@ def test_local_shuffle_of_one_box_permutes_only_inside_it():
         assert (extent <= torch.tensor([max(1, d // 10) for d in PATCH])).all()
 
 
+@pytest.mark.parametrize("corruption", [
+    lambda image, generator: local_shuffle(image, 200, generator), in_paint, out_paint])
+def test_corruptions_are_reproducible_from_the_seed_and_differ_between_seeds(corruption):
+    # bulk noise is drawn from a device generator seeded from the CPU one: the seed must still decide it
+    image = unit_patch()
+    first = corruption(image, torch.Generator().manual_seed(3))
+    again = corruption(image, torch.Generator().manual_seed(3))
+    other = corruption(image, torch.Generator().manual_seed(4))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
 def test_in_painting_changes_at_most_five_boxes_with_unit_noise():
     image = torch.full((1, *PATCH), 5.0)  # outside [0, 1], so painted voxels are recognisable
     out = in_paint(image, torch.Generator().manual_seed(2))
