@@ -97,13 +97,13 @@ def _box(shape: list[int], sizes: list[int], generator: torch.Generator) -> tupl
 def in_paint(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Up to 5 boxes (1/6 to 1/3 of the patch per axis; each further box with p = 0.95) become uniform noise."""
     out, shape = image.clone(), list(image.shape[1:])
+    noise_generator = _device_generator(generator, image.device)
     for _ in range(5):
         if not bool(torch.rand((), generator=generator) < 0.95):
             break
         sizes = [max(1, _randint(d // 6, d // 3, generator)) for d in shape]
         box = _box(shape, sizes, generator)
-        noise = torch.rand(image.shape[0], *sizes, generator=_device_generator(generator, image.device),
-                           device=image.device)
+        noise = torch.rand(image.shape[0], *sizes, generator=noise_generator, device=image.device)
         out[(slice(None), *box)] = noise.to(image.dtype)
     return out
 
