@@ -1,10 +1,11 @@
 """Seeded short-schedule trainers for the low-label benchmark (``benchmarks/low_label.py``).
 
-``nnUNetv2_train 502 3d_lowlabel 0 -tr nnSSLTrainer_lowLabel`` with ``nnUNet_n_proc_DA=0``. The three
-arms share one budget (``LOW_LABEL_EPOCHS`` x ``LOW_LABEL_ITERATIONS`` steps) and differ only in their
-start: ``nnSSLTrainer_lowLabel`` (pretrained encoder), ``nnSSLTrainer_fullTransfer_lowLabel``
-(pretrained encoder and decoder) and ``nnUNetTrainer_lowLabel`` (random initialization, stock poly
-schedule). On top of the budget each of them
+``nnUNetv2_train 502 3d_lowlabel 0 -tr nnSSLTrainer_lowLabel`` with ``nnUNet_n_proc_DA=0``. The arms
+share one budget (``LOW_LABEL_EPOCHS`` x ``LOW_LABEL_ITERATIONS`` steps) and each keeps its own defaults
+otherwise: ``nnSSLTrainer_lowLabel`` (pretrained encoder) and ``nnSSLTrainer_fullTransfer_lowLabel``
+(pretrained encoder and decoder) fine-tune with nnSSLTrainer's schedule (peak 1e-3, 5% warm-up),
+``nnUNetTrainer_lowLabel`` (random initialization) with nnU-Net's stock one (1e-2, poly). On top of the
+budget each of them
 
 - seeds python, numpy and torch in ``initialize()`` from its ``seed`` attribute (default: the
   environment variable ``nnssl_seed``, else 0); with single-process augmentation (``nnUNet_n_proc_DA=0``)
@@ -33,7 +34,6 @@ SEED_ENV_VAR = "nnssl_seed"
 LOW_LABEL_EPOCHS = 16
 LOW_LABEL_ITERATIONS = 25
 LOW_LABEL_VAL_ITERATIONS = 1
-LOW_LABEL_WARMUP_EPOCHS = 2
 SNAPSHOT_FRACTIONS = (0.25, 0.5, 1.0)
 SNAPSHOT_PATTERN = "snapshot_epoch_{:04d}.pth"
 
@@ -62,7 +62,6 @@ class _LowLabelSchedule:
         self.num_epochs = LOW_LABEL_EPOCHS
         self.num_iterations_per_epoch = LOW_LABEL_ITERATIONS
         self.num_val_iterations_per_epoch = LOW_LABEL_VAL_ITERATIONS
-        self.warmup_epochs = LOW_LABEL_WARMUP_EPOCHS
         self.seed = int(os.environ.get(SEED_ENV_VAR, "0"))
 
     def initialize(self) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plans import encoder_key_prefixes, unwrap_network
-from nnssl.trainers.lr_schedule import LR_SCALE, WarmupPolyLRScheduler
+from nnssl.trainers.lr_schedule import LR_SCALE, WarmupPolyLRScheduler, epochs_for_fraction
 from nnssl.trainers.nnssl_trainer import nnSSLTrainer
 from nnssl.trainers.variants import nnSSLTrainer_2epochs_5iters_noMirroring
 
@@ -108,6 +108,18 @@ def encoder_lr_scale(epoch: int, frozen_epochs: int, warmup_epochs: int) -> floa
     return min(1.0, (epoch - frozen_epochs + 1) / (max(warmup_epochs, 0) + 1))
 
 
+def frozen_encoder_phases(num_epochs: int, frozen_fraction: float, warmup_fraction: float) -> tuple[int, int]:
+    """(frozen epochs, encoder warm-up epochs) of a ``num_epochs`` training, each a fraction of it
+    (``epochs_for_fraction``: rounded half up, at least 1 when the fraction is > 0).
+
+    The encoder stays frozen for at most ``num_epochs - 1`` epochs, and its ramp ends before the last
+    epoch (at most ``num_epochs - frozen - 1`` epochs), so the last epoch always trains the encoder at the
+    full rate. 0.05 and 0.05: 1000 -> (50, 50), 100 -> (5, 5), 40 -> (2, 2), 10 -> (1, 1), 2 -> (1, 0).
+    """
+    frozen = epochs_for_fraction(frozen_fraction, num_epochs, num_epochs - 1)
+    return frozen, epochs_for_fraction(warmup_fraction, num_epochs, num_epochs - frozen - 1)
+
+
 class nnSSLTrainer_frozenEncoder(nnSSLTrainer):
     """Encoder (+ stem) frozen for ``frozen_encoder_epochs`` epochs: decoder and head train alone.
 
@@ -115,24 +127,41 @@ class nnSSLTrainer_frozenEncoder(nnSSLTrainer):
     step is ``lr * update``). The scale is recomputed from ``current_epoch`` at every epoch start, so
     ``--c`` resumes in the right phase. At the unfreezing epoch the encoder's momentum buffers
     (gathered while frozen) are dropped and its rate ramps up over ``encoder_warmup_epochs`` epochs.
+    Both lengths are fractions of ``num_epochs`` (``frozen_encoder_phases``): 5% each, 50 + 50 of 1000.
     """
 
-    frozen_encoder_epochs: int = 50
-    encoder_warmup_epochs: int = 50
+    frozen_encoder_fraction: float = 0.05
+    encoder_warmup_fraction: float = 0.05
+
+    @property
+    def frozen_encoder_epochs(self) -> int:
+        """Epochs ``0 .. frozen_encoder_epochs - 1`` keep the encoder frozen (see ``frozen_encoder_phases``)."""
+        return self._phases()[0]
+
+    @property
+    def encoder_warmup_epochs(self) -> int:
+        """Epochs over which the encoder's rate ramps up after unfreezing (see ``frozen_encoder_phases``)."""
+        return self._phases()[1]
+
+    def _phases(self) -> tuple[int, int]:
+        return frozen_encoder_phases(self.num_epochs, self.frozen_encoder_fraction, self.encoder_warmup_fraction)
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
         optimizer, scheduler = super().configure_optimizers()
+        frozen, warmup = self._phases()
         self.print_to_log_file(
-            f"{type(self).__name__}: encoder frozen for {self.frozen_encoder_epochs} epochs, then its "
-            f"learning rate ramps up over {self.encoder_warmup_epochs} epochs"
+            f"{type(self).__name__}: encoder frozen for {frozen} epochs ({self.frozen_encoder_fraction:g} of "
+            f"{self.num_epochs}), then its learning rate ramps up over {warmup} epochs "
+            f"({self.encoder_warmup_fraction:g}, ending before the last epoch)"
         )
-        scale = encoder_lr_scale(self.current_epoch, self.frozen_encoder_epochs, self.encoder_warmup_epochs)
+        scale = encoder_lr_scale(self.current_epoch, frozen, warmup)
         return with_param_groups(optimizer, scheduler, encoder_param_groups(self.network, scale))
 
     def on_train_epoch_start(self) -> None:
         epoch = self.current_epoch
-        scale = encoder_lr_scale(epoch, self.frozen_encoder_epochs, self.encoder_warmup_epochs)
-        unfreezing = epoch == self.frozen_encoder_epochs > 0
+        frozen, warmup = self._phases()
+        scale = encoder_lr_scale(epoch, frozen, warmup)
+        unfreezing = epoch == frozen > 0
         for group in self.optimizer.param_groups:
             if group.get("name") != ENCODER_GROUP:
                 continue
@@ -166,10 +195,8 @@ class nnSSLTrainer_layerwiseLRDecay(nnSSLTrainer):
 class nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring(
     nnSSLTrainer_frozenEncoder, nnSSLTrainer_2epochs_5iters_noMirroring
 ):
-    """Short budget for tests: epoch 0 with a frozen encoder, epoch 1 at full rate."""
-
-    frozen_encoder_epochs = 1
-    encoder_warmup_epochs = 0
+    """Short budget for tests: epoch 0 with a frozen encoder, epoch 1 at full rate (the default fractions
+    give 1 frozen epoch and no encoder ramp for 2 epochs, see ``frozen_encoder_phases``)."""
 
 
 class nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring(

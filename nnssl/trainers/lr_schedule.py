@@ -1,6 +1,15 @@
-"""Learning-rate schedule for fine-tuning pretrained weights: linear warm-up, then nnU-Net's poly decay."""
+"""Learning-rate schedule for fine-tuning pretrained weights: linear warm-up, then nnU-Net's poly decay.
+
+The fine-tuning defaults follow nnU-Net's own SSL fine-tuning (``PretrainedTrainer``,
+``nnunetv2/training/nnUNetTrainer/pretraining/pretrainedTrainer.py``): peak learning rate
+``FINE_TUNING_INITIAL_LR`` (1e-3, nnU-Net's 1e-2 is for training from scratch) and a warm-up of
+``WARMUP_FRACTION`` of the epochs (50 of 1000), then poly decay. The warm-up length is a fraction, not a
+number of epochs, so that a shorter training (``num_epochs`` 40, say) still warms up briefly and decays.
+"""
 
 from __future__ import annotations
+
+import math
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -8,9 +17,36 @@ from torch.optim.lr_scheduler import LRScheduler
 LR_SCALE = "lr_scale"
 """Parameter-group key: the group's multiplier of the scheduled learning rate (1.0 when absent)."""
 
+FINE_TUNING_INITIAL_LR = 1e-3
+"""Peak learning rate when fine-tuning pretrained weights (nnU-Net's PretrainedTrainer; 1e-2 from scratch)."""
+
+WARMUP_FRACTION = 0.05
+"""Default warm-up length as a fraction of ``num_epochs`` (nnU-Net's PretrainedTrainer: 50 of 1000)."""
+
+POLY_EXPONENT = 0.9
+
+
+def epochs_for_fraction(fraction: float, num_epochs: int, at_most: int) -> int:
+    """``fraction * num_epochs`` epochs, rounded half up, at least 1 when ``fraction > 0``, at most
+    ``at_most`` (and never negative). ``fraction <= 0`` gives 0.
+
+    Examples with 0.05: 2 -> 1, 10 -> 1, 40 -> 2, 100 -> 5, 250 -> 13, 1000 -> 50 (before ``at_most``).
+    """
+    if fraction <= 0:
+        return 0
+    # round(.., 9) first: a product meant to end in .5 can land a hair below it (0.29 * 50 = 14.499999999999998).
+    epochs = max(1, math.floor(round(fraction * num_epochs, 9) + 0.5))
+    return max(0, min(epochs, at_most))
+
+
+def warmup_epochs_for(num_epochs: int, fraction: float = WARMUP_FRACTION) -> int:
+    """Warm-up epochs of a ``num_epochs`` training: ``epochs_for_fraction``, leaving at least one epoch
+    (the peak) to the poly decay, i.e. at most ``num_epochs - 1``."""
+    return epochs_for_fraction(fraction, num_epochs, num_epochs - 1)
+
 
 def warmup_poly_lr(
-    step: int, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = 0.9
+    step: int, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = POLY_EXPONENT
 ) -> float:
     """The learning rate at ``step`` (an epoch, as nnU-Net counts it).
 
@@ -44,7 +80,7 @@ class WarmupPolyLRScheduler(LRScheduler):
         initial_lr: float,
         max_steps: int,
         warmup_steps: int,
-        exponent: float = 0.9,
+        exponent: float = POLY_EXPONENT,
         current_step: int | None = None,
     ) -> None:
         self.optimizer = optimizer

@@ -9,7 +9,11 @@ nnU-Net's hooks (``initialize``, ``load_checkpoint``, ``configure_optimizers``, 
   stem and encoder tensors goes to the training log. nnssl's checkpoints and checkpoints in the nnU-Net
   SSL format (``network_weights`` + ``nnssl_adaptation_plan``, docs/checkpoints.md) both work;
 - ``--c`` / ``--val``: the weights come from nnU-Net's own checkpoint, no transfer;
-- the learning rate warms up linearly for ``warmup_epochs`` epochs, then decays like nnU-Net's.
+- the peak learning rate is ``FINE_TUNING_INITIAL_LR`` (1e-3, as nnU-Net's own SSL fine-tuning,
+  ``PretrainedTrainer``; nnU-Net's 1e-2 is for training from scratch). It warms up linearly over
+  ``warmup_fraction`` (5%) of ``num_epochs``, then decays like nnU-Net's poly schedule. The warm-up length
+  is computed in ``configure_optimizers``, which nnU-Net calls in ``initialize()``, so a subclass that
+  sets ``self.num_epochs`` in ``__init__`` gets a warm-up that fits its budget.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnssl.errors import NnsslError
 from nnssl.pretraining.checkpoint import load_checkpoint as load_nnssl_checkpoint
-from nnssl.trainers.lr_schedule import WarmupPolyLRScheduler
+from nnssl.trainers.lr_schedule import (
+    FINE_TUNING_INITIAL_LR,
+    WARMUP_FRACTION,
+    WarmupPolyLRScheduler,
+    warmup_epochs_for,
+    warmup_poly_lr,
+)
 from nnssl.trainers.pretrained_lookup import find_pretrained_checkpoint
 from nnssl.trainers.weight_transfer import checkpoint_weights_for, transfer_weights
 
@@ -43,9 +53,17 @@ def stock_pretrained_flag_given(argv: list[str]) -> bool:
 
 
 class nnSSLTrainer(nnUNetTrainer):
-    """nnUNetTrainer that fine-tunes from nnssl's pretrained checkpoint (encoder by default)."""
+    """nnUNetTrainer that fine-tunes from nnssl's pretrained checkpoint (encoder by default).
+
+    Schedule: ``initial_lr`` (``FINE_TUNING_INITIAL_LR``, 1e-3) reached after a linear warm-up of
+    ``warmup_epochs`` = ``warmup_fraction`` x ``num_epochs`` epochs (rounded half up, at least 1 when the
+    fraction is > 0, at most ``num_epochs - 1``), then nnU-Net's poly decay. Variants set
+    ``warmup_fraction`` (class attribute) and ``num_epochs`` (in ``__init__``), never a number of warm-up
+    epochs.
+    """
 
     transfer_scope: str = "encoder"
+    warmup_fraction: float = WARMUP_FRACTION
 
     def __init__(
         self,
@@ -58,7 +76,7 @@ class nnSSLTrainer(nnUNetTrainer):
         # nnU-Net pops this key in super().__init__; --c means the weights come from its checkpoint.
         self.continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.warmup_epochs = 50
+        self.initial_lr = FINE_TUNING_INITIAL_LR  # the weights are always pretrained
         self.checkpoint_was_loaded = False
         self.pretrained_checkpoint: str | None = None
 
@@ -85,14 +103,23 @@ class nnSSLTrainer(nnUNetTrainer):
             )
             self._load_pretrained_weights()
 
+    @property
+    def warmup_epochs(self) -> int:
+        """Warm-up epochs for the current ``num_epochs``: ``warmup_epochs_for(num_epochs, warmup_fraction)``."""
+        return warmup_epochs_for(self.num_epochs, self.warmup_fraction)
+
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
         optimizer, _ = super().configure_optimizers()
         # Only the scheduler changes: warm-up protects pretrained features from the full initial_lr.
-        warmup = max(0, min(int(self.warmup_epochs), self.num_epochs - 1))
-        lr_scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+        # Computed here, not in __init__: nnU-Net calls this in initialize(), after any subclass __init__.
+        warmup, epochs = self.warmup_epochs, self.num_epochs
+        lr_scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, epochs, warmup)
+        last_lr = warmup_poly_lr(epochs - 1, self.initial_lr, epochs, lr_scheduler.warmup_steps)
         self.print_to_log_file(
-            f"nnSSLTrainer: linear learning-rate warm-up over {warmup} epochs, then poly decay "
-            f"until epoch {self.num_epochs}"
+            f"nnSSLTrainer: linear learning-rate warm-up over {warmup} epochs (warmup_fraction "
+            f"{self.warmup_fraction:g} of {epochs} epochs) to the peak "
+            f"{self.initial_lr:g} at epoch {warmup}, then poly decay (exponent {lr_scheduler.exponent:g}) to "
+            f"{last_lr:.3g} at the last epoch {epochs - 1} (0 at epoch {epochs})"
         )
         return optimizer, lr_scheduler
 

@@ -2,7 +2,9 @@
 
 ``nnUNetv2_train DATASET 3d_fullres 0 -tr nnSSLTrainer_fullTransfer``. The short ``*_Nepochs_Kiters``
 schedules are for CPU demos and tests; each nnSSL one has a from-scratch ``nnUNetTrainer_*`` twin with the
-same budget (epochs, iterations, validation iterations) for comparisons.
+same budget (epochs, iterations, validation iterations) for comparisons. The nnSSL variants fine-tune at
+nnSSLTrainer's peak learning rate (1e-3) and warm up over ``warmup_fraction`` (5%) of their epochs; the
+from-scratch twins keep nnU-Net's stock schedule (1e-2, poly, no warm-up).
 """
 
 from __future__ import annotations
@@ -28,11 +30,9 @@ class nnSSLTrainer_fullTransfer(nnSSLTrainer):
 
 
 class nnSSLTrainer_noWarmup(nnSSLTrainer):
-    def __init__(
-        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.warmup_epochs = 0
+    """nnU-Net's plain poly schedule (at nnSSLTrainer's peak learning rate)."""
+
+    warmup_fraction = 0.0
 
 
 class nnSSLTrainer_100epochs(nnSSLTrainer):
@@ -41,7 +41,6 @@ class nnSSLTrainer_100epochs(nnSSLTrainer):
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 100
-        self.warmup_epochs = 10
 
 
 class nnSSLTrainer_250epochs(nnSSLTrainer):
@@ -50,7 +49,6 @@ class nnSSLTrainer_250epochs(nnSSLTrainer):
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 250
-        self.warmup_epochs = 25
 
 
 class nnSSLTrainer_10epochs_25iters(nnSSLTrainer):
@@ -59,7 +57,6 @@ class nnSSLTrainer_10epochs_25iters(nnSSLTrainer):
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         _set_budget(self, epochs=10, iterations=25, val_iterations=5)
-        self.warmup_epochs = 3
 
 
 class _NoMirroring:
@@ -78,7 +75,6 @@ class nnSSLTrainer_2epochs_5iters_noMirroring(_NoMirroring, nnSSLTrainer):
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         _set_budget(self, epochs=2, iterations=5, val_iterations=2)
-        self.warmup_epochs = 1
 
 
 class nnUNetTrainer_10epochs_25iters(nnUNetTrainer):

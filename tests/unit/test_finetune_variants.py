@@ -18,6 +18,7 @@ from nnssl.trainers import (
 from nnssl.trainers.finetune_variants import (
     encoder_lr_scale,
     encoder_param_groups,
+    frozen_encoder_phases,
     layerwise_param_groups,
     with_param_groups,
 )
@@ -86,6 +87,33 @@ def test_frozen_encoder_trains_decoder_only_then_unfreezes():
     assert moved(trainer, encoder) == set(encoder)
     log = Path(trainer.log_file).read_text()
     assert "encoder frozen for 1 epochs" in log and "unfreezing the encoder at epoch 1" in log
+
+
+# N: (frozen epochs, encoder warm-up epochs) with the default fractions (5% and 5%)
+FROZEN_PHASES = {2: (1, 0), 3: (1, 1), 10: (1, 1), 40: (2, 2), 100: (5, 5), 1000: (50, 50)}
+
+
+@pytest.mark.parametrize("num_epochs", sorted(FROZEN_PHASES))
+def test_frozen_phases_follow_num_epochs(num_epochs):
+    frozen, warmup = FROZEN_PHASES[num_epochs]
+    assert frozen_encoder_phases(num_epochs, 0.05, 0.05) == (frozen, warmup)
+    trainer = make_trainer(nnSSLTrainer_frozenEncoder)
+    trainer.num_epochs = num_epochs  # as a subclass's __init__ would
+    trainer.initialize()
+    assert (trainer.frozen_encoder_epochs, trainer.encoder_warmup_epochs) == (frozen, warmup)
+    assert f"encoder frozen for {frozen} epochs (0.05 of {num_epochs})" in Path(trainer.log_file).read_text()
+    epochs = sorted({0, frozen - 1, frozen, frozen + warmup - 1, frozen + warmup, num_epochs - 1} - {-1})
+    scales = {}
+    for epoch in epochs:
+        start_epoch(trainer, epoch)
+        groups = groups_by_name(trainer)
+        scales[epoch] = groups["encoder"]["lr"] / groups["decoder_and_head"]["lr"]
+        assert scales[epoch] == pytest.approx(encoder_lr_scale(epoch, frozen, warmup))
+    assert all(scales[e] == 0.0 for e in epochs if e < frozen)  # frozen first ...
+    assert scales[frozen] > 0.0 and frozen < num_epochs  # ... but never for the whole training
+    ramp = [scales[e] for e in epochs if frozen <= e < frozen + warmup]
+    assert ramp == sorted(ramp) and all(s < 1.0 for s in ramp)
+    assert scales[num_epochs - 1] == pytest.approx(1.0)  # the last epoch trains the encoder at full rate
 
 
 def test_frozen_phase_follows_the_epoch_after_continue(tmp_path):

@@ -12,8 +12,18 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnssl.nnunet_adapter.plans import build_network
 from nnssl.pretraining.checkpoint import save_atomic
-from nnssl.trainers import nnSSLTrainer, nnSSLTrainer_2epochs_5iters_noMirroring, nnSSLTrainer_fullTransfer
-from nnssl.trainers.lr_schedule import WarmupPolyLRScheduler
+from nnssl.trainers import (
+    nnSSLTrainer,
+    nnSSLTrainer_2epochs_5iters_noMirroring,
+    nnSSLTrainer_10epochs_25iters,
+    nnSSLTrainer_100epochs,
+    nnSSLTrainer_250epochs,
+    nnSSLTrainer_fullTransfer,
+    nnSSLTrainer_noWarmup,
+    nnUNetTrainer_2epochs_5iters_noMirroring,
+    nnUNetTrainer_10epochs_25iters,
+)
+from nnssl.trainers.lr_schedule import WarmupPolyLRScheduler, warmup_poly_lr
 from nnssl.trainers.nnssl_trainer import PRETRAINED_FLAG_MESSAGE, stock_pretrained_flag_given
 
 DATASET = "Dataset900_Tiny"
@@ -136,6 +146,8 @@ def test_fresh_training_loads_encoder_and_logs_report(env):
     log = Path(trainer.log_file).read_text()
     assert "pretrained weights transferred (scope: encoder)" in log and env in log
     assert isinstance(trainer.lr_scheduler, WarmupPolyLRScheduler) and trainer.lr_scheduler.warmup_steps == 50
+    assert trainer.initial_lr == trainer.lr_scheduler.initial_lr == 1e-3  # nnU-Net's fine-tuning rate
+    assert "warm-up over 50 epochs (warmup_fraction 0.05 of 1000 epochs) to the peak 0.001 at epoch 50" in log
     # the optimizer holds the very parameters that received the weights
     assert trainer.optimizer.param_groups[0]["params"][0] is next(trainer.network.parameters())
 
@@ -226,3 +238,58 @@ def test_one_channel_pretraining_fine_tunes_a_two_channel_dataset(env, tmp_path,
                        pretrained["encoder.stages.0.0.convs.1.conv.weight"])
     log = Path(trainer.log_file).read_text()
     assert f"adapted input projection {ENCODER_KEY}: 1 -> 2 input channels" in log
+
+
+def lr_sequence(trainer) -> list[float]:
+    lrs = []
+    for epoch in range(trainer.num_epochs):
+        trainer.lr_scheduler.step(epoch)
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+class UserTrainer40(nnSSLTrainer):
+    """A user's variant written the nnU-Net way: num_epochs set in __init__, nothing else."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):  # noqa: B008
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 40
+
+
+def test_user_subclass_with_40_epochs_warms_up_briefly_and_decays(env):
+    trainer = make_trainer(UserTrainer40)
+    trainer.initialize()
+    lrs = lr_sequence(trainer)
+    warmup = trainer.lr_scheduler.warmup_steps
+    assert warmup == trainer.warmup_epochs == 2 and warmup <= 4  # 5% of 40, not the former 39
+    assert max(lrs) == lrs[warmup] == pytest.approx(1e-3)
+    assert lrs[-1] == pytest.approx(1e-3 * 38**-0.9) and lrs[-1] < 0.1 * max(lrs)  # 3.78e-5
+    log = Path(trainer.log_file).read_text()
+    assert "warm-up over 2 epochs (warmup_fraction 0.05 of 40 epochs)" in log and "at the last epoch 39" in log
+
+
+@pytest.mark.parametrize("num_epochs", [2, 10, 40, 1000])
+def test_configure_optimizers_follows_num_epochs(env, num_epochs):
+    trainer = make_trainer()
+    trainer.num_epochs = num_epochs  # set before initialize(), as a subclass's __init__ would
+    trainer.initialize()
+    warmup = {2: 1, 10: 1, 40: 2, 1000: 50}[num_epochs]
+    assert trainer.lr_scheduler.warmup_steps == warmup
+    expected = [warmup_poly_lr(e, 1e-3, num_epochs, warmup) for e in range(num_epochs)]
+    assert lr_sequence(trainer) == pytest.approx(expected)
+
+
+def test_variants_warm_up_over_five_percent_and_twins_keep_nnunet_rate(env):
+    warmups = {
+        nnSSLTrainer: 50,
+        nnSSLTrainer_noWarmup: 0,
+        nnSSLTrainer_100epochs: 5,
+        nnSSLTrainer_250epochs: 13,
+        nnSSLTrainer_10epochs_25iters: 1,
+        nnSSLTrainer_2epochs_5iters_noMirroring: 1,
+    }
+    for cls, warmup in warmups.items():
+        trainer = make_trainer(cls)
+        assert (trainer.warmup_epochs, trainer.initial_lr) == (warmup, 1e-3), cls.__name__
+    for cls in (nnUNetTrainer_10epochs_25iters, nnUNetTrainer_2epochs_5iters_noMirroring):
+        assert make_trainer(cls).initial_lr == 1e-2  # from scratch: nnU-Net's stock rate
