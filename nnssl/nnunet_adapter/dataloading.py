@@ -1,7 +1,8 @@
 """Patches of preprocessed unlabeled cases through nnU-Net's own loader and augmentation.
 
-Uses ``nnUNetDataLoader`` and ``nnUNetTrainer.get_training_transforms`` (spatial, mirroring, intensity)
-without any copy of them; the "seg" that nnU-Net stores travels along and is ignored by the SSL losses.
+Uses ``nnUNetDataLoader`` and ``nnUNetTrainer.get_training_transforms`` without any copy of them, keeping
+its spatial transforms and mirroring and leaving out its intensity transforms (``pretraining_transforms``);
+the "seg" that nnU-Net stores travels along and is ignored by the SSL losses.
 Content-aware sampling reuses nnU-Net's foreground oversampling: each case's tissue locations are its
 ``class_locations``, and each patch is centred on one of them with probability ``1 - random_fraction``
 (nnU-Net's probabilistic oversampling), else drawn uniformly. Cases are opened without memory mapping,
@@ -17,6 +18,15 @@ import numpy as np
 import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+from batchgeneratorsv2.transforms.intensity.contrast import ContrastTransform
+from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
+from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -58,15 +68,38 @@ def _loader(folder: str, identifiers: list[str], batch_size: int, patch_size, fi
                             probabilistic_oversampling=True)
 
 
+# nnU-Net's transforms that change how voxels look rather than where they are
+INTENSITY_TRANSFORMS = (GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform,
+                        ContrastTransform, SimulateLowResolutionTransform, GammaTransform)
+
+
+def pretraining_transforms(patch_size: Sequence[int]) -> ComposeTransforms:
+    """nnU-Net's training transforms for ``patch_size`` without its intensity transforms.
+
+    A restoration method's target is the augmented patch itself: with noise, blur, low resolution or
+    gamma applied, the network would be asked to reproduce the artefacts (MIC-DKFZ's nnssl and the
+    MAE papers augment spatially only). The two-view methods add their own per-view intensity
+    augmentation (``nnssl.pretraining.views``).
+    """
+    rotation, dummy_2d, _, mirror_axes = augmentation_parameters(patch_size)
+    stock = nnUNetTrainer.get_training_transforms(list(patch_size), rotation, None, mirror_axes, dummy_2d,
+                                                  use_mask_for_norm=None)
+    return ComposeTransforms([t for t in stock.transforms if not _changes_intensity(t)])
+
+
+def _changes_intensity(transform: BasicTransform) -> bool:
+    inner = transform.transform if isinstance(transform, RandomTransform) else transform
+    return isinstance(inner, INTENSITY_TRANSFORMS)
+
+
 def training_batches(
     folder: str, identifiers: list[str], batch_size: int, patch_size: Sequence[int], plans: dict,
     dataset_json: dict, num_workers: int, pin_memory: bool = False, random_fraction: float = 0.05,
 ) -> Iterator[dict]:
-    """Endless augmented batches; ``batch['data']`` is (B, C, Z, Y, X) float32."""
-    rotation, dummy_2d, initial_patch_size, mirror_axes = augmentation_parameters(patch_size)
-    transforms = nnUNetTrainer.get_training_transforms(
-        list(patch_size), rotation, None, mirror_axes, dummy_2d, use_mask_for_norm=None,
-    )
+    """Endless spatially augmented batches (``pretraining_transforms``); ``batch['data']`` is (B, C, Z, Y, X)
+    float32."""
+    initial_patch_size = augmentation_parameters(patch_size)[2]
+    transforms = pretraining_transforms(patch_size)
     loader = _loader(folder, identifiers, batch_size, initial_patch_size, list(patch_size), plans,
                      dataset_json, transforms, random_fraction)
     if num_workers == 0:
