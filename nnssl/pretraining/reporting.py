@@ -31,20 +31,48 @@ def _save_figure(fig, path: str) -> None:
 
 
 def plot_progress(history: dict, path: str) -> None:
-    """Loss curves (train, validation) and learning rate per epoch."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    """Loss curves (train, validation) and learning rate per epoch; below them, whether the run learns:
+    ``val / trivial`` (restoration methods, with the line at 1 that a learning run stays under) or the
+    method's other validation figures (two-view methods: positive- and negative-pair similarity)."""
+    figures = history.get("val_figures") or {}
+    rows = 2 if figures else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 4.5 * rows), squeeze=False)
+    ax = axes[0, 0]
     epochs = np.arange(len(history["train_losses"]))
+    batch_losses = history.get("batch_losses") or []
+    if len(batch_losses) >= len(epochs) > 0:  # every batch, spread over its epoch: spikes show
+        steps = (np.arange(len(batch_losses)) + 0.5) * len(epochs) / len(batch_losses) - 0.5
+        ax.plot(steps, batch_losses, ".", ms=2, color="tab:blue", alpha=0.25, label="train loss per batch")
     ax.plot(epochs, history["train_losses"], label="train loss", color="tab:blue")
     if history.get("val_losses"):
         ax.plot(epochs[: len(history["val_losses"])], history["val_losses"], label="val loss", color="tab:red")
+    if "trivial" in figures:
+        ax.plot(epochs[: len(figures["trivial"])], figures["trivial"], label="val loss of the trivial answer",
+                color="tab:red", ls=":")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("masked reconstruction loss")
+    ax.set_ylabel("loss")
     ax.legend(loc="upper left")
     lr_axis = ax.twinx()
     lr_axis.plot(epochs[: len(history["lrs"])], history["lrs"], label="learning rate", color="tab:gray", ls="--")
     lr_axis.set_ylabel("learning rate")
+    if figures:
+        _plot_learning_check(axes[1, 0], history, figures)
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+def _plot_learning_check(ax, history: dict, figures: dict) -> None:
+    if history.get("val_over_trivial"):
+        ratio = history["val_over_trivial"]
+        ax.plot(np.arange(len(ratio)), ratio, color="tab:red", marker=".", label="val loss / trivial answer's")
+        ax.axhline(1.0, color="black", lw=0.8, ls="--", label="trivial answer (1)")
+        ax.set_ylabel("val / trivial (lower is better)")
+    else:
+        for name, values in figures.items():
+            ax.plot(np.arange(len(values)), values, marker=".", label=name.replace("_", " "))
+        ax.set_ylabel("validation figure")
+    ax.set_xlabel("epoch")
+    ax.legend(loc="upper right")
 
 
 def save_preview(preview: dict[str, torch.Tensor], path: str, title: str) -> None:

@@ -49,3 +49,14 @@ def read_run_file(folder: str) -> dict:
 
 def write_run_file(folder: str, run: dict) -> None:
     write_atomic(os.path.join(folder, RUN_FILE), lambda f: json.dump(run, f, indent=2), binary=False)
+
+
+def record_progress(folder: str, progress: dict) -> None:
+    """Stores ``progress`` (the losses and learning figures of the last epoch) under ``"progress"`` in the
+    run file, keeping what it holds (the request and settings)."""
+    path = os.path.join(folder, RUN_FILE)
+    run = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            run = json.load(f)
+    write_run_file(folder, {**run, "progress": progress})

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +39,7 @@ from nnssl.nnunet_adapter import dataloading
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
 from nnssl.pretraining import checkpoint as ckpt
-from nnssl.pretraining import distributed
+from nnssl.pretraining import distributed, run_folder
 from nnssl.pretraining.adaptation_plan import adaptation_plan_from_metadata
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel
 from nnssl.pretraining.registry import create_method, get_method
@@ -106,6 +108,32 @@ def local_batch_size(global_batch_size: int, world_size: int, rank: int) -> int:
     return global_batch_size // world_size + (1 if rank < global_batch_size % world_size else 0)
 
 
+LEARNING_CHECK_FRACTION = 0.2  # of the epochs, after which a run still at the trivial answer is warned about
+
+
+def learning_check_epoch(epochs: int) -> int:
+    """The number of finished epochs from which a validation loss not below the trivial answer's is warned about."""
+    return max(1, math.ceil(LEARNING_CHECK_FRACTION * epochs))
+
+
+def describe_figures(figures: dict[str, float], ratio: float | None) -> str:
+    """The validation figures for the epoch's log line, e.g. ``", trivial 0.93 (val / trivial 0.61)"``."""
+    text = "".join(f", {name.replace('_', ' ')} {value:.4f}" for name, value in figures.items())
+    return text + (f" (val / trivial {ratio:.3f})" if ratio is not None else "")
+
+
+def progress_summary(history: dict, epochs_done: int) -> dict:
+    """What ``nnssl_run.json`` records of a run's progress: the last epoch's losses and figures, and the
+    ``val / trivial`` ratio of every epoch."""
+    summary = {"epochs_done": epochs_done, "train_loss": history["train_losses"][-1],
+               "val_loss": history["val_losses"][-1],
+               "val_figures": {name: values[-1] for name, values in history.get("val_figures", {}).items()}}
+    if history.get("val_over_trivial"):
+        summary["val_over_trivial"] = history["val_over_trivial"][-1]
+        summary["val_over_trivial_per_epoch"] = history["val_over_trivial"]
+    return summary
+
+
 def unused_head_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter] | None:
     """Parameters no loss reaches: without deep supervision nnU-Net's decoder uses only its last
     segmentation head. None for a network whose decoder this does not recognise."""
@@ -155,6 +183,7 @@ class Pretrainer:
         self.epoch, self.iteration_in_epoch = 0, 0
         self.history: dict[str, list] = {"train_losses": [], "val_losses": [], "lrs": [], "epoch_times": []}
         self.partial_epoch_losses: list[float] = []
+        self._warned_not_learning = False
 
     def _wrap_ddp(self) -> torch.nn.Module:
         """DistributedDataParallel around the network and the method's modules, as nnU-Net wraps its network.
@@ -284,22 +313,28 @@ class Pretrainer:
         return float(loss.detach())
 
     @torch.no_grad()
-    def validate(self, batches: list[torch.Tensor]) -> tuple[float, dict]:
-        """Mean masked loss on the fixed validation batches, with fixed masks (comparable across epochs).
+    def validate(self, batches: list[torch.Tensor]) -> tuple[float, dict[str, float], dict]:
+        """Mean loss on the fixed validation batches, with fixed masks (comparable across epochs), the
+        means of the method's figures on the same batches (``StepOutput.figures``) and a preview.
 
-        Every process validates its own batches with the plain network (no DDP); the mean is over all.
+        Every process validates its own batches with the plain network (no DDP); the means are over all.
         """
         self.ssl_model.eval()
         generator = torch.Generator().manual_seed(self.settings.seed + 1)
-        losses, preview = [], {}
+        losses, figures, preview = [], defaultdict(list), {}
         for images in batches:
             with self._autocast():
                 out = self.ssl_model(images.to(self.device), generator)
             losses.append(float(out.loss))
+            for name, value in out.figures.items():
+                figures[name].append(float(value))
             preview = preview or out.preview
         self.ssl_model.train()
+        weight = len(losses) * self.batch_size
         local = float(np.mean(losses)) if losses else float("nan")
-        return distributed.weighted_mean(local, len(losses) * self.batch_size), preview
+        means = {name: distributed.weighted_mean(float(np.mean(values)), weight)
+                 for name, values in sorted(figures.items())}
+        return distributed.weighted_mean(local, weight), means, preview
 
     def _set_lr(self) -> float:
         lr = poly_lr(self.settings.initial_lr, self.epoch, self.settings.epochs)
@@ -320,19 +355,40 @@ class Pretrainer:
                 self.save(ckpt.LATEST_CHECKPOINT)
 
     def _end_epoch(self, lr: float, started: float, val_batches: list[torch.Tensor]) -> None:
-        val_loss, preview = self.validate(val_batches)
+        val_loss, figures, preview = self.validate(val_batches)
         train_loss = distributed.weighted_mean(float(np.mean(self.partial_epoch_losses)),
                                                len(self.partial_epoch_losses) * self.batch_size)
-        self.history["train_losses"].append(train_loss)
-        self.history["val_losses"].append(val_loss)
-        self.history["lrs"].append(lr)
-        self.history["epoch_times"].append(time.time() - started)
-        logger.info("epoch %d: train loss %.4f, val loss %.4f, lr %.5f, %.1f s", self.epoch,
-                    self.history["train_losses"][-1], val_loss, lr, self.history["epoch_times"][-1])
+        history = self.history
+        history["train_losses"].append(train_loss)
+        history["val_losses"].append(val_loss)
+        history["lrs"].append(lr)
+        history["epoch_times"].append(time.time() - started)
+        history.setdefault("batch_losses", []).extend(self.partial_epoch_losses)  # this process's
+        for name, value in figures.items():
+            history.setdefault("val_figures", {}).setdefault(name, []).append(value)
+        ratio = val_loss / figures["trivial"] if figures.get("trivial") else None
+        if ratio is not None:
+            history.setdefault("val_over_trivial", []).append(ratio)
+        logger.info("epoch %d: train loss %.4f, val loss %.4f%s, lr %.5f, %.1f s", self.epoch, train_loss, val_loss,
+                    describe_figures(figures, ratio), lr, history["epoch_times"][-1])
         self.epoch, self.iteration_in_epoch, self.partial_epoch_losses = self.epoch + 1, 0, []
         if distributed.is_main():
+            self._check_learning(ratio)
             self._write_figures(preview)
+            run_folder.record_progress(self.output_folder, progress_summary(history, self.epoch))
         self.save(ckpt.LATEST_CHECKPOINT)
+
+    def _check_learning(self, ratio: float | None) -> None:
+        """Warns once when the validation loss is still not below the trivial answer's after
+        ``LEARNING_CHECK_FRACTION`` of the epochs."""
+        s = self.settings
+        if ratio is None or ratio < 1 or self._warned_not_learning or self.epoch < learning_check_epoch(s.epochs):
+            return
+        self._warned_not_learning = True
+        logger.warning("after %d of %d epochs the validation loss is %.2f x the trivial answer's (each hidden "
+                       "voxel predicted as its patch's visible mean): the network does not learn to reconstruct; "
+                       "see the previews and docs/methods.md (learning rate, target_normalization)",
+                       self.epoch, s.epochs, ratio)
 
     def _write_figures(self, preview: dict) -> None:
         s = self.settings

@@ -58,13 +58,16 @@ def test_out_painting_keeps_a_central_box():
     assert kept.any() and (out[~kept] <= 1).all() and kept.float().mean() < 1
 
 
-def test_restoration_loss_is_mse_over_all_voxels():
-    method = create_method("modelsgenesis", PATCH, 1, {})
+@pytest.mark.parametrize("normalization", ["none", "patch"])
+def test_restoration_loss_is_mse_over_all_voxels(normalization):
+    """MSE over every voxel; with ``"patch"`` in units of each patch's own standard deviation."""
+    method = create_method("modelsgenesis", PATCH, 1, {"target_normalization": normalization})
     network = tiny_unet()
     model = SSLModel(network, method.build_heads(network), method)
-    images = torch.randn(2, 1, *PATCH)
+    images = torch.randn(2, 1, *PATCH) * torch.tensor([1.0, 8.0]).view(2, 1, 1, 1, 1)
     out = model(images, torch.Generator().manual_seed(0))
-    expected = ((out.preview["restored"] - images) ** 2).mean()
-    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    spread = images.std(dim=(2, 3, 4), unbiased=False, keepdim=True) if normalization == "patch" else 1.0
+    expected = (((out.preview["restored"] - images) / spread) ** 2).mean()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
     corrupted = out.preview["corrupted"]
     assert corrupted.amin() >= images.amin() - 1e-5 and corrupted.amax() <= images.amax() + 1e-5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -16,11 +16,15 @@ class StepOutput:
     """One forward pass of a method.
 
     loss: scalar; preview: three tensors for the validation preview figure, each (B, C, Z, Y, X),
-    in display order (e.g. ``input``, ``masked``, ``reconstruction``).
+    in display order (e.g. ``input``, ``masked``, ``reconstruction``), in image units.
+    figures: scalars that show whether the method learns, computed in validation only (model in eval
+    mode): ``"trivial"``, the loss of the trivial answer on the same batch (restoration methods), or
+    the two-view methods' similarities of positive and negative pairs.
     """
 
     loss: torch.Tensor
     preview: dict[str, torch.Tensor]
+    figures: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class SSLModel(nn.Module):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nnssl.nnunet_adapter.network_parts import encode, encoder_channels, encoder_of, run_encoder
-from nnssl.pretraining.heads import GlobalPool, mlp
+from nnssl.pretraining.heads import GlobalPool, mlp, pair_similarities
 from nnssl.pretraining.losses import BYOLLoss
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
 from nnssl.pretraining.registry import register_method
@@ -71,7 +71,8 @@ class BYOL(SSLMethod):
         p1, p2 = heads["predictor"](online).chunk(2)
         with torch.no_grad():
             z1, z2 = heads["target_projector"](run_encoder(heads["target_encoder"], views)[-1]).chunk(2)
-        return StepOutput(self.loss(p1, p2, z1, z2), {"input": images, "view 1": view1, "view 2": view2})
+        figures = {} if model.training else pair_similarities(p1, z2)  # prediction of view 1 vs target of view 2
+        return StepOutput(self.loss(p1, p2, z1, z2), {"input": images, "view 1": view1, "view 2": view2}, figures)
 
     @torch.no_grad()
     def after_optimizer_step(self, model: SSLModel, progress: float) -> None:

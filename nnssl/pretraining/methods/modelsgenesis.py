@@ -6,8 +6,9 @@ probabilities: local voxel shuffling (p 0.5), a monotonic non-linear intensity t
 Bézier curve (p 0.9), then in-painting (p 0.9 x 0.2: up to 5 boxes of noise) or out-painting (p 0.9 x
 0.8: noise everywhere except up to 5 boxes). The transforms work on intensities rescaled to [0, 1] per
 patch (the paper's range), and the result is mapped back to nnU-Net's normalized range. The network
-restores the original patch; the loss is the MSE over all voxels. The paper's flips are left out:
-nnU-Net's augmentation already mirrors.
+restores the original patch; the loss is the MSE over all voxels, on the patch normalized by its own mean
+and spread (``target_normalization="patch"``, ``nnssl.pretraining.targets``; ``"none"``: the paper's
+intensities). The paper's flips are left out: nnU-Net's augmentation already mirrors.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ from nnssl.pretraining.losses import MaskedMSELoss
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
 from nnssl.pretraining.registry import register_method
 from nnssl.pretraining.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
+from nnssl.pretraining.targets import check_target_normalization, target_frame, to_images, to_target
 
 
 @register_method("modelsgenesis")
 class ModelsGenesis(SSLMethod):
     """Settings (the paper's defaults): ``local_rate`` 0.5, ``nonlinear_rate`` 0.9, ``paint_rate`` 0.9,
     ``outpaint_rate`` 0.8 (of painting), ``shuffle_blocks`` 10000 (local shuffling boxes per patch, each
-    up to 1/10 of the patch per axis)."""
+    up to 1/10 of the patch per axis); ``target_normalization`` ``"patch"``."""
 
     def __init__(self, patch_size: Sequence[int], num_input_channels: int, local_rate: float = 0.5,
                  nonlinear_rate: float = 0.9, paint_rate: float = 0.9, outpaint_rate: float = 0.8,
-                 shuffle_blocks: int = 10000) -> None:
+                 shuffle_blocks: int = 10000, target_normalization: str = "patch") -> None:
         super().__init__(patch_size, num_input_channels)
         rates = {"local_rate": local_rate, "nonlinear_rate": nonlinear_rate, "paint_rate": paint_rate,
                  "outpaint_rate": outpaint_rate}
@@ -40,10 +42,11 @@ class ModelsGenesis(SSLMethod):
                 raise ValueError(f"{name} must be in [0, 1], got {rate}")
         self.rates = {k: float(v) for k, v in rates.items()}
         self.shuffle_blocks = int(shuffle_blocks)
+        self.target_normalization = check_target_normalization(target_normalization)
         self.loss = MaskedMSELoss()
 
     def settings(self) -> dict[str, Any]:
-        return {**self.rates, "shuffle_blocks": self.shuffle_blocks}
+        return {**self.rates, "shuffle_blocks": self.shuffle_blocks, "target_normalization": self.target_normalization}
 
     def corrupt(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One patch (C, Z, Y, X) in [0, 1] -> its corrupted copy, same shape."""
@@ -66,5 +69,9 @@ class ModelsGenesis(SSLMethod):
         corrupted = torch.stack([self.corrupt(sample, generator) for sample in unit]) * scale + low
         restored = model.run_network(corrupted)
         everywhere = torch.ones_like(images[:, :1])
-        return StepOutput(self.loss(restored, images, everywhere),
-                          {"input": images, "corrupted": corrupted, "restored": restored})
+        frame = target_frame(images, 1 - everywhere, self.target_normalization)
+        target = to_target(images, frame)
+        # the trivial answer of a restoration: the corrupted input handed back unchanged
+        figures = {} if model.training else {"trivial": self.loss(to_target(corrupted, frame), target, everywhere)}
+        preview = {"input": images, "corrupted": corrupted, "restored": to_images(restored, frame)}
+        return StepOutput(self.loss(restored, target, everywhere), preview, figures)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nnssl.nnunet_adapter.network_parts import encode, encoder_channels
-from nnssl.pretraining.heads import GlobalPool, mlp
+from nnssl.pretraining.heads import GlobalPool, mlp, pair_similarities
 from nnssl.pretraining.losses import NTXentLoss
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
 from nnssl.pretraining.registry import register_method
@@ -52,4 +52,5 @@ class SimCLR(SSLMethod):
         # both views in one encoder pass: one batch for the projector's batch norm, half the calls
         deepest = encode(model.network, torch.cat([view1, view2]))[-1]
         z1, z2 = model.heads["projector"](deepest).chunk(2)
-        return StepOutput(self.loss(z1, z2), {"input": images, "view 1": view1, "view 2": view2})
+        figures = {} if model.training else pair_similarities(z1, z2)
+        return StepOutput(self.loss(z1, z2), {"input": images, "view 1": view1, "view 2": view2}, figures)

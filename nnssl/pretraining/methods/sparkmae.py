@@ -75,11 +75,11 @@ class _SparseEncoding:
 @register_method("sparkmae")
 class SparkMAE(MaskedAutoencoder):
     """Settings: ``mask_ratio`` 0.6 (SparK's default), ``block_size`` 16 voxels per edge, shrunk so a
-    patch holds at least 4 blocks per axis (the masking of ``mae``)."""
+    patch holds at least 4 blocks per axis, and ``target_normalization`` (the masking and target of ``mae``)."""
 
     def __init__(self, patch_size: Sequence[int], num_input_channels: int, mask_ratio: float = 0.6,
-                 block_size: int = 16) -> None:
-        super().__init__(patch_size, num_input_channels, mask_ratio, block_size)
+                 block_size: int = 16, target_normalization: str = "patch") -> None:
+        super().__init__(patch_size, num_input_channels, mask_ratio, block_size, target_normalization)
 
     def build_heads(self, network: nn.Module) -> nn.ModuleDict:
         """One learned mask token per encoder stage, (1, C_s, 1, 1, 1), initialized like SparK's (std 0.02)."""
@@ -95,5 +95,4 @@ class SparkMAE(MaskedAutoencoder):
         skips = [torch.where(sparse.visible_for(s.shape[2:]).bool(), s, token.to(s.dtype))
                  for s, token in zip(skips, tokens)]
         reconstruction = decode(model.network, skips)
-        return StepOutput(self.loss(reconstruction, images, mask),
-                          {"input": images, "masked": masked, "reconstruction": reconstruction})
+        return self.forward_loss(reconstruction, images, masked, mask, validating=not model.training)
