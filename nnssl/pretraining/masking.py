@@ -7,12 +7,17 @@ from collections.abc import Sequence
 
 import torch
 
+MIN_BLOCKS_PER_AXIS = 8
 
-def block_size_for_patch(patch_size: Sequence[int], block_edge: int = 16, min_blocks_per_axis: int = 4) -> tuple:
+
+def block_size_for_patch(patch_size: Sequence[int], block_edge: int = 16,
+                         min_blocks_per_axis: int = MIN_BLOCKS_PER_AXIS) -> tuple:
     """Block edge per axis: ``block_edge`` voxels, shrunk so each axis holds ``min_blocks_per_axis`` blocks.
 
-    16 voxels is the published setting for 160³ patches (10 blocks per axis). A 16x32x32 patch gets
-    (4, 8, 8). Never below 1 voxel.
+    16 voxels is the published setting for 160³ patches (10 blocks per axis), which this keeps. Smaller
+    patches keep about as many blocks per axis rather than the block's edge: a 32x64x64 patch gets (4, 8, 8),
+    8x8x8 blocks (a rule of 4 blocks per axis gave (8, 16, 16), 4x4x4 blocks: with 75% hidden, most hidden
+    blocks then border only hidden ones). Never below 1 voxel.
     """
     return tuple(max(1, min(block_edge, p // min_blocks_per_axis)) for p in patch_size)
 

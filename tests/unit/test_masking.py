@@ -6,11 +6,14 @@ from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
 
 @pytest.mark.parametrize(
     ("patch", "expected"),
-    [((160, 160, 160), (16, 16, 16)), ((16, 32, 32), (4, 8, 8)), ((64, 128, 128), (16, 16, 16)),
-     ((2, 8, 8), (1, 2, 2))],
+    [((160, 160, 160), (16, 16, 16)), ((32, 64, 64), (4, 8, 8)), ((16, 32, 32), (2, 4, 4)),
+     ((64, 128, 128), (8, 16, 16)), ((2, 8, 8), (1, 1, 1))],
 )
-def test_block_size_shrinks_to_four_blocks_per_axis(patch, expected):
+def test_block_size_shrinks_to_eight_blocks_per_axis(patch, expected):
+    """16 voxels where a patch holds 8 of them per axis (the published 160³ setting is kept), smaller
+    blocks in smaller patches."""
     assert block_size_for_patch(patch) == expected
+    assert block_size_for_patch(patch, 16, 4) == tuple(max(1, min(16, p // 4)) for p in patch)
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75, 0.9])

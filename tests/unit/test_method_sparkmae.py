@@ -56,7 +56,7 @@ def test_hidden_positions_stay_empty_through_the_encoder(architecture):
 
 def test_mask_tokens_fill_hidden_positions_and_learn():
     method = create_method("sparkmae", PATCH, 1, {"mask_ratio": 0.5})
-    assert isinstance(method, SparkMAE) and method.settings()["block_size_per_axis"] == [4, 8, 8]
+    assert isinstance(method, SparkMAE) and method.settings()["block_size_per_axis"] == [2, 4, 4]
     network = tiny_unet()
     model = SSLModel(network, method.build_heads(network), method)
     out = model(torch.randn(2, 1, *PATCH), torch.Generator().manual_seed(0))
