@@ -42,6 +42,7 @@ class DemoSettings:
     pretrain_val_iterations: int = 3
     ssl_trainer: str = "nnSSLTrainer_10epochs_25iters"
     scratch_trainer: str = "nnUNetTrainer_10epochs_25iters"
+    finetune_iterations: int = 25  # per epoch, of both trainers (for the Dice-vs-steps plot)
     disable_tta: bool = False
 
 
@@ -54,6 +55,7 @@ QUICK = DemoSettings(
     pretrain_val_iterations=2,
     ssl_trainer="nnSSLTrainer_2epochs_5iters_noMirroring",
     scratch_trainer="nnUNetTrainer_2epochs_5iters_noMirroring",
+    finetune_iterations=5,
     disable_tta=True,
 )
 
@@ -129,8 +131,33 @@ def train_and_predict(runner: StepRunner, out: str, trainer: str, arm: str, sett
     return predictions
 
 
-def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> dict[str, float]:
-    """All steps; returns the mean Dice per arm. Raises DemoStepError on a failed step."""
+@dataclass
+class DemoResult:
+    """What the demo reports: held-out Dice per arm, the pretraining's ``val / trivial`` ratio (below 1:
+    the network learned to reconstruct) and the Dice-vs-steps plot of both arms."""
+
+    dice: dict[str, float]
+    pretraining_ratio: float | None
+    dice_plot: str
+
+
+def _results_folder(out: str, *parts: str) -> str:
+    return os.path.join(out, "nnUNet_results", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", *parts)
+
+
+def _plot_dice_curves(out: str, arms: dict[str, str], settings: DemoSettings) -> str:
+    from nnssl.demo.report import dice_per_epoch, plot_dice_vs_steps
+
+    curves = {arm: dice_per_epoch(_results_folder(out, f"{trainer}__nnUNetPlans__{CPU_CONFIGURATION}", "fold_0",
+                                                  "checkpoint_final.pth"))
+              for arm, trainer in arms.items()}
+    path = os.path.join(out, "dice_vs_steps.png")
+    plot_dice_vs_steps(curves, settings.finetune_iterations, path)
+    return path
+
+
+def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> DemoResult:
+    """All steps. Raises DemoStepError on a failed step."""
     unlabeled, dataset_folder = runner.call(
         "generate synthetic data",
         lambda: generate_data(out, settings),
@@ -158,9 +185,17 @@ def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> dict[s
          "--iterations-per-epoch", str(settings.pretrain_iterations),
          "--val-iterations", str(settings.pretrain_val_iterations), "--no-pbar"],
     )  # fmt: skip
+    from nnssl.demo.report import pretraining_ratio
+    from nnssl.pretraining.run_folder import flow1_run_folder
+
+    run = flow1_run_folder(os.path.join(out, "nnUNet_results"), f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", "mae",
+                           "nnUNetPlans", CPU_CONFIGURATION)
+    ratio = runner.call("pretraining: validation loss vs the trivial answer", lambda: pretraining_ratio(run))
     arms = {"pretrained": settings.ssl_trainer, "scratch": settings.scratch_trainer}
     predictions = {arm: train_and_predict(runner, out, tr, arm, settings) for arm, tr in arms.items()}
-    return runner.call("Dice on held-out cases", lambda: _dice_per_arm(predictions, dataset_folder, out))
+    dice = runner.call("Dice on held-out cases", lambda: _dice_per_arm(predictions, dataset_folder, out))
+    plot = runner.call("Dice-vs-steps plot", lambda: _plot_dice_curves(out, arms, settings))
+    return DemoResult(dice, ratio, plot)
 
 
 def _dice_per_arm(predictions: dict[str, str], dataset_folder: str, out: str) -> dict[str, float]:
@@ -214,16 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     out = prepare_work_folder(args.out)
     print(f"nnssl demo ({'quick' if args.quick else 'full'}) in {out}", flush=True)
     start = time.monotonic()
-    runner = StepRunner(out, total_steps=9)
+    runner = StepRunner(out, total_steps=11)
     try:
-        dice = run_pipeline(runner, out, settings)
+        result = run_pipeline(runner, out, settings)
     except DemoStepError as e:
         print_failure(e)
         return 1
     runner.print_timings()
-    print("\n=== nnssl demo: Dice on held-out synthetic cases (label 'structure') ===")
-    print(f"  pretrained (MAE) + {settings.ssl_trainer}: {dice['pretrained']:.4f}")
-    print(f"  from scratch, {settings.scratch_trainer}: {dice['scratch']:.4f}")
+    ratio = result.pretraining_ratio
+    verdict = "not recorded" if ratio is None else f"{ratio:.3f} ({'below' if ratio < 1 else 'NOT below'} 1: the " \
+        f"network {'learned' if ratio < 1 else 'did not learn'} to reconstruct hidden voxels)"
+    print(f"\n=== nnssl demo: MAE pretraining, validation loss / trivial answer's: {verdict}")
+    print("=== nnssl demo: Dice on held-out synthetic cases (label 'structure') ===")
+    print(f"  pretrained (MAE) + {settings.ssl_trainer}: {result.dice['pretrained']:.4f}")
+    print(f"  from scratch, {settings.scratch_trainer}: {result.dice['scratch']:.4f}")
+    print(f"Dice vs fine-tuning steps of both arms: {result.dice_plot}")
     print(f"total time {time.monotonic() - start:.0f} s; per-case Dice in {os.path.join(out, 'dice.json')}")
     return 0
 
