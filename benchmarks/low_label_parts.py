@@ -244,8 +244,8 @@ def plan_and_preprocess(features: Sequence[int], patch: Sequence[int], batch_siz
 
 def finetune(trainer_class: type, fold: int, seed: int, budget: dict, device: str, log_file: str):
     """Trains ``trainer_class`` (a ``*_lowLabel`` variant) on ``fold`` in-process with nnU-Net's console
-    output in ``log_file``; ``budget``: num_epochs, num_iterations_per_epoch, warmup_epochs. Returns the
-    trainer (its snapshots written)."""
+    output in ``log_file``; ``budget``: num_epochs, num_iterations_per_epoch. Returns the trainer (its
+    snapshots written)."""
     import torch
 
     folder = os.path.join(os.environ["nnUNet_preprocessed"], f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
