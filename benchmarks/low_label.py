@@ -76,8 +76,10 @@ class Settings:
 
 QUICK = replace(Settings(), ks=(1,), seeds=(0, 1), num_pool=2, num_test=1, num_unlabeled=3,
                 unlabeled_shape=(32, 64, 64), pretrain_iterations=10, finetune_epochs=2, finetune_iterations=5)
+# sized by estimate for one H200 (not yet run there): 40 fine-tunes of 100 steps with single-process
+# augmentation, 2 x 1000 pretraining steps
 GPU = replace(Settings(), num_test=8, shape=(64, 128, 128), num_unlabeled=24, unlabeled_shape=(64, 192, 192),
-              features=(32, 64, 128, 256), patch=(64, 64, 64), pretrain_iterations=100, finetune_epochs=8,
+              features=(32, 64, 128, 256), patch=(64, 64, 64), pretrain_iterations=100, finetune_epochs=4,
               finetune_iterations=25, device="cuda")
 
 

@@ -7,7 +7,7 @@ spacing 1 µm). Each method runs ``nnssl_pretrain`` (flow 2, its defaults) with 
 PlainConvUNet, patch 32x64x64, batch 2 and ``--steps`` steps on the CPU. A quarter of the cases is held out
 (with the default seed: two of the real volumes), and the validation loss is compared with the trivial
 answer on the same batches (each hidden voxel predicted as its patch's visible mean; Models Genesis: the
-corrupted input handed back).
+better of handing the corrupted input back and predicting the patch mean).
 
 Per method: the final ``val / trivial`` ratio, and the largest training-loss spike (max over the last 90%
 of the steps of batch loss / running median of the previous 25 batch losses). Targets for mae: ratio

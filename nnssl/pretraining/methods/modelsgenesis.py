@@ -22,7 +22,7 @@ from nnssl.pretraining.losses import MaskedMSELoss
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
 from nnssl.pretraining.registry import register_method
 from nnssl.pretraining.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
-from nnssl.pretraining.targets import check_target_normalization, target_frame, to_images, to_target
+from nnssl.pretraining.targets import check_target_normalization, target_frame, to_images, to_target, visible_mean
 
 
 @register_method("modelsgenesis")
@@ -61,6 +61,15 @@ class ModelsGenesis(SSLMethod):
             image = out_paint(image, generator) if happens(self.rates["outpaint_rate"]) else in_paint(image, generator)
         return image
 
+    def trivial_loss(self, corrupted: torch.Tensor, target: torch.Tensor, frame: tuple[torch.Tensor, torch.Tensor],
+                     everywhere: torch.Tensor) -> torch.Tensor:
+        """The better of the two trivial answers of a restoration, in the target's units: the corrupted input
+        handed back unchanged, or every voxel at its patch's mean (out-painting noise spans the patch's
+        whole range, so copying alone would be an easy bar). Shapes: (B, C, Z, Y, X); mask (B, 1, Z, Y, X)."""
+        copy = self.loss(to_target(corrupted, frame), target, everywhere)
+        mean = self.loss(visible_mean(target, 1 - everywhere).expand_as(target), target, everywhere)
+        return torch.minimum(copy, mean)
+
     def forward(self, model: SSLModel, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
         dims = (1, 2, 3, 4)
         low, high = images.amin(dim=dims, keepdim=True), images.amax(dim=dims, keepdim=True)
@@ -71,7 +80,6 @@ class ModelsGenesis(SSLMethod):
         everywhere = torch.ones_like(images[:, :1])
         frame = target_frame(images, 1 - everywhere, self.target_normalization)
         target = to_target(images, frame)
-        # the trivial answer of a restoration: the corrupted input handed back unchanged
-        figures = {} if model.training else {"trivial": self.loss(to_target(corrupted, frame), target, everywhere)}
+        figures = {} if model.training else {"trivial": self.trivial_loss(corrupted, target, frame, everywhere)}
         preview = {"input": images, "corrupted": corrupted, "restored": to_images(restored, frame)}
         return StepOutput(self.loss(restored, target, everywhere), preview, figures)
