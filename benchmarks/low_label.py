@@ -113,7 +113,7 @@ def prepare_data(out: str, settings: Settings, real_cache: str | None) -> tuple[
 
 def pretrain(out: str, settings: Settings, method: str, extra: list[str]) -> str:
     """``nnssl_pretrain -d -m method`` (the command-line tool, in a subprocess); returns the checkpoint."""
-    from nnssl.pretraining.run_folder import flow1_run_folder
+    from nnssl.checkpoints.layout import FINAL_CHECKPOINT, flow1_run_folder, results_root
 
     command = [os.path.join(os.path.dirname(sys.executable), "nnssl_pretrain"), "-d", str(parts.DATASET_ID),
                "-i", os.path.join(out, "unlabeled"), "-c", parts.CONFIGURATION, "-m", method,
@@ -125,16 +125,16 @@ def pretrain(out: str, settings: Settings, method: str, extra: list[str]) -> str
         code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT)
     if code != 0:
         raise SystemExit(f"pretraining {method} failed (exit {code}); see {log_file}")
-    run = flow1_run_folder(os.environ["nnUNet_results"], f"Dataset{parts.DATASET_ID:03d}_{parts.DATASET_NAME}",
+    run = flow1_run_folder(results_root(), f"Dataset{parts.DATASET_ID:03d}_{parts.DATASET_NAME}",
                            method, "nnUNetPlans", parts.CONFIGURATION)
-    return os.path.join(run, "checkpoint_final.pth")
+    return os.path.join(run, FINAL_CHECKPOINT)
 
 
 def run_finetunes(out: str, settings: Settings, folds: list[dict], dataset: str, checkpoints: dict[str, str],
                   start: float) -> list[dict]:
     """Every arm on every fold; returns one record per (arm, fold, snapshot)."""
+    from nnssl.checkpoints.lookup import ENV_VAR as PRETRAINED_ENV_VAR  # which checkpoint an arm loads
     from nnssl.trainers import benchmark_variants
-    from nnssl.trainers.pretrained_lookup import ENV_VAR as PRETRAINED_ENV_VAR  # which checkpoint an arm loads
 
     os.environ["nnUNet_n_proc_DA"] = "0"
     test_cases = parts.load_test_cases(dataset)

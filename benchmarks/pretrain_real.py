@@ -125,8 +125,11 @@ def summarize_run(run: Path) -> dict:
     """Final ratio, spike and held-out cases of a finished run (from its run file and checkpoint)."""
     import torch
 
-    progress = json.loads((run / "nnssl_run.json").read_text())["progress"]
-    history = torch.load(run / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+    from nnssl.checkpoints.layout import FINAL_CHECKPOINT
+    from nnssl.pretraining.run_folder import recorded_progress
+
+    progress = recorded_progress(str(run))
+    history = torch.load(run / FINAL_CHECKPOINT, map_location="cpu", weights_only=False)["logging"]
     return {"val_over_trivial": progress.get("val_over_trivial"), "val_loss": progress["val_loss"],
             "trivial": progress["val_figures"].get("trivial"),
             "first_val_over_trivial": (progress.get("val_over_trivial_per_epoch") or [None])[0],

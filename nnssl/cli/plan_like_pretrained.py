@@ -18,6 +18,7 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.errors import NnsslError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-d", "--dataset", required=True, help="downstream dataset id or name, e.g. 501")
     parser.add_argument("--pretrained", required=True,
-                        help="nnssl_pretrain output folder or its checkpoint file (checkpoint_final.pth), or a "
+                        help=f"nnssl_pretrain output folder or its checkpoint file ({FINAL_CHECKPOINT}), or a "
                         "checkpoint in the nnU-Net SSL format (network_weights + nnssl_adaptation_plan)")
     parser.add_argument("-n", "--name", default=None,
                         help="plans name suffix: writes nnsslPlans_NAME.json instead of nnsslPlans.json")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 
 def pretraining_ratio(run_folder: str) -> float | None:
-    """The last ``val / trivial`` ratio a pretraining run recorded in its ``nnssl_run.json`` (None if none)."""
-    from nnssl.pretraining.run_folder import RUN_FILE
+    """The last ``val / trivial`` ratio a pretraining run recorded in its run file (None if none)."""
+    from nnssl.pretraining.run_folder import recorded_progress
 
-    with open(os.path.join(run_folder, RUN_FILE)) as f:
-        return json.load(f).get("progress", {}).get("val_over_trivial")
+    return recorded_progress(run_folder).get("val_over_trivial")
 
 
 def dice_per_epoch(checkpoint_file: str) -> list[float]:

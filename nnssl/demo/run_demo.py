@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, RESULTS_ENV, flow1_run_folder
 from nnssl.demo.steps import DemoStepError, StepRunner, print_failure
 
 logger = logging.getLogger(__name__)
@@ -142,14 +143,14 @@ class DemoResult:
 
 
 def _results_folder(out: str, *parts: str) -> str:
-    return os.path.join(out, "nnUNet_results", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", *parts)
+    return os.path.join(out, RESULTS_ENV, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", *parts)
 
 
 def _plot_dice_curves(out: str, arms: dict[str, str], settings: DemoSettings) -> str:
     from nnssl.demo.report import dice_per_epoch, plot_dice_vs_steps
 
     curves = {arm: dice_per_epoch(_results_folder(out, f"{trainer}__nnUNetPlans__{CPU_CONFIGURATION}", "fold_0",
-                                                  "checkpoint_final.pth"))
+                                                  FINAL_CHECKPOINT))
               for arm, trainer in arms.items()}
     path = os.path.join(out, "dice_vs_steps.png")
     plot_dice_vs_steps(curves, settings.finetune_iterations, path)
@@ -186,9 +187,8 @@ def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> DemoRe
          "--val-iterations", str(settings.pretrain_val_iterations), "--no-pbar"],
     )  # fmt: skip
     from nnssl.demo.report import pretraining_ratio
-    from nnssl.pretraining.run_folder import flow1_run_folder
 
-    run = flow1_run_folder(os.path.join(out, "nnUNet_results"), f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", "mae",
+    run = flow1_run_folder(os.path.join(out, RESULTS_ENV), f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", "mae",
                            "nnUNetPlans", CPU_CONFIGURATION)
     ratio = runner.call("pretraining: validation loss vs the trivial answer", lambda: pretraining_ratio(run))
     arms = {"pretrained": settings.ssl_trainer, "scratch": settings.scratch_trainer}

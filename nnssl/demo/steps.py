@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from nnssl.checkpoints.layout import RESULTS_ENV
+
 T = TypeVar("T")
 TAIL_LINES = 40
 
@@ -42,7 +44,7 @@ def subprocess_env(out: str, planning: bool) -> dict[str, str]:
     env.update(
         nnUNet_raw=os.path.join(out, "nnUNet_raw"),
         nnUNet_preprocessed=os.path.join(out, "nnUNet_preprocessed"),
-        nnUNet_results=os.path.join(out, "nnUNet_results"),
+        **{RESULTS_ENV: os.path.join(out, RESULTS_ENV)},
         nnUNet_compile="false",
         nnUNet_def_n_proc="1",
         PYTHONUNBUFFERED="1",

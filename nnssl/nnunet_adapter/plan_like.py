@@ -27,6 +27,14 @@ from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnssl.atomic_files import write_atomic
+from nnssl.checkpoints.adaptation_plan import (
+    facts_from_adaptation_plan,
+    prefix_renames,
+    read_adaptation_plan,
+    rename_key,
+)
+from nnssl.checkpoints.files import load_checkpoint, resolve_checkpoint_path
+from nnssl.checkpoints.layout import RESULTS_ENV
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plans import (
     build_network,
@@ -34,13 +42,6 @@ from nnssl.nnunet_adapter.plans import (
     num_input_channels,
     preprocessed_root,
 )
-from nnssl.pretraining.adaptation_plan import (
-    facts_from_adaptation_plan,
-    prefix_renames,
-    read_adaptation_plan,
-    rename_key,
-)
-from nnssl.pretraining.checkpoint import load_checkpoint, resolve_checkpoint_path
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ CHECKPOINT_PLANS_KEY = "nnssl_pretrained_checkpoint"
 # nnU-Net's minimum batch size, and the one its fine-tuning from SSL checkpoints plans with
 RECOMMENDED_PATCH_BATCH_SIZE = 2
 # nnU-Net's environment variables (named once; their spelling is nnU-Net's)
-ENV_RAW, ENV_RESULTS, ENV_N_PROC_DA = "nnUNet_raw", "nnUNet_results", "nnUNet_n_proc_DA"
+ENV_RAW, ENV_N_PROC_DA = "nnUNet_raw", "nnUNet_n_proc_DA"
 NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
 
 
@@ -172,7 +173,7 @@ def check_patch_size(patch_size: list[int], total_stride: list[int], checkpoint_
 def checkpoint_reference(checkpoint_file: str) -> str:
     """The checkpoint path as recorded in the plans: relative to ``$nnUNet_results`` when it lies there."""
     path = os.path.realpath(checkpoint_file)
-    results = os.environ.get(ENV_RESULTS)
+    results = os.environ.get(RESULTS_ENV)
     if results:
         root = os.path.realpath(results)
         # commonpath (not startswith) so that /results2/x is not taken to be under /results

@@ -17,6 +17,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json, save
 from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
 from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
+from nnssl.checkpoints.layout import RESULTS_ENV
 from nnssl.errors import NnsslError
 
 WORKSPACE_DATASET_ID = 999
@@ -28,7 +29,7 @@ def nnunet_paths(raw: str, preprocessed: str, results: str | None = None) -> Ite
     """Points nnU-Net's path variables (read lazily by nnunetv2 2.8) at a workspace, then restores them."""
     names = {"nnUNet_raw": raw, "nnUNet_preprocessed": preprocessed}
     if results is not None:
-        names["nnUNet_results"] = results
+        names[RESULTS_ENV] = results
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update(names)
     try:

@@ -24,13 +24,6 @@ def preprocessed_root() -> str:
     return root
 
 
-def results_root() -> str:
-    root = os.environ.get("nnUNet_results")
-    if not root:
-        raise NnsslError("nnUNet_results is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths)")
-    return root
-
-
 def dataset_name_from_id(dataset: str) -> str:
     """``'501'`` or ``'Dataset501_X'`` -> ``'Dataset501_X'``, with a clear error when nnU-Net knows none."""
     try:

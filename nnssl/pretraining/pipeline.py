@@ -14,6 +14,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, flow1_run_folder, results_root
 from nnssl.errors import NnsslError
 from nnssl.pretraining import distributed, run_folder
 from nnssl.pretraining.image_discovery import UnlabeledCase, discover_cases
@@ -75,9 +76,9 @@ def _check_cases(cases: list[UnlabeledCase],
 
 def _flow1_locations(request: PretrainRequest) -> tuple[str, str]:
     """(preprocessed dataset folder, run folder) of flow 1."""
-    for var in ("nnUNet_preprocessed", "nnUNet_results"):
-        if not os.environ.get(var):
-            raise NnsslError(f"{var} is not set; export it as for nnU-Net (nnU-Net's setting_up_paths)")
+    if not os.environ.get("nnUNet_preprocessed"):
+        raise NnsslError("nnUNet_preprocessed is not set; export it as for nnU-Net (nnU-Net's setting_up_paths)")
+    results = results_root()
     dataset_folder = run_folder.find_dataset_folder(os.environ["nnUNet_preprocessed"], request.dataset)
     if dataset_folder is None:
         raise NnsslError(f"-d {request.dataset}: dataset not planned; run nnUNetv2_plan_and_preprocess -d "
@@ -92,8 +93,8 @@ def _flow1_locations(request: PretrainRequest) -> tuple[str, str]:
         raise NnsslError(f"{plans_file}: configuration '{request.configuration}' not found; available: "
                          f"{', '.join(configurations)}")
     method = request.settings.get("method", "mae")
-    out = run_folder.flow1_run_folder(os.environ["nnUNet_results"], os.path.basename(dataset_folder), method,
-                                      request.plans_name, request.configuration)
+    out = flow1_run_folder(results, os.path.basename(dataset_folder), method, request.plans_name,
+                           request.configuration)
     return dataset_folder, out
 
 
@@ -154,7 +155,7 @@ def run(request: PretrainRequest) -> str:
     """
     main = distributed.is_main()
     out, cases, dataset_folder = prepare(request, check_voxels=main)
-    final = os.path.join(out, "checkpoint_final.pth")
+    final = os.path.join(out, FINAL_CHECKPOINT)
     if request.continue_run and os.path.isfile(final):
         if main:
             logger.info("%s: this run is already finished", final)

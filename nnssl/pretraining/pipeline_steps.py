@@ -8,11 +8,12 @@ import os
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 
+from nnssl.checkpoints import files as ckpt
+from nnssl.checkpoints.layout import LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import dataloading, fingerprint, planning, preprocess
 from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
 from nnssl.pretraining import blockwise_preprocessing as blockwise
-from nnssl.pretraining import checkpoint as ckpt
 from nnssl.pretraining import distributed
 from nnssl.pretraining.image_discovery import UnlabeledCase, channel_count
 from nnssl.pretraining.image_reading import CaseLoader
@@ -143,7 +144,7 @@ def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
             save_json(data.dataset_json, os.path.join(out, "dataset.json"), sort_keys=False)
         device = _device(request.device)
         workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
-        latest = os.path.join(out, ckpt.LATEST_CHECKPOINT)
+        latest = os.path.join(out, LATEST_CHECKPOINT)
         resume = latest if request.continue_run and os.path.isfile(latest) else None
         trainer = Pretrainer(data, PretrainSettings(**request.settings), out, device, request.compile, workers,
                              request.progress_bar)

@@ -7,8 +7,8 @@ import json
 import os
 
 from nnssl.atomic_files import write_atomic
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
-from nnssl.pretraining.checkpoint import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 
 RUN_FILE = "nnssl_run.json"
 
@@ -22,10 +22,6 @@ def find_dataset_folder(root: str, dataset: str) -> str | None:
         return None
     matches = sorted(glob.glob(os.path.join(root, f"Dataset{int(dataset):03d}_*")))
     return matches[0] if matches else None
-
-
-def flow1_run_folder(results_root: str, dataset_name: str, method: str, plans_name: str, configuration: str) -> str:
-    return os.path.join(results_root, dataset_name, f"nnsslPretrain_{method}__{plans_name}__{configuration}")
 
 
 def holds_run(folder: str) -> bool:
@@ -49,6 +45,12 @@ def read_run_file(folder: str) -> dict:
 
 def write_run_file(folder: str, run: dict) -> None:
     write_atomic(os.path.join(folder, RUN_FILE), lambda f: json.dump(run, f, indent=2), binary=False)
+
+
+def recorded_progress(folder: str) -> dict:
+    """What ``record_progress`` stored in the run file of ``folder`` (empty before the first epoch's end)."""
+    with open(os.path.join(folder, RUN_FILE)) as f:
+        return json.load(f).get("progress", {})
 
 
 def record_progress(folder: str, progress: dict) -> None:

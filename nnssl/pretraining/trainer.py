@@ -34,13 +34,14 @@ import torch
 from tqdm import tqdm
 
 import nnssl
+from nnssl.checkpoints import files as ckpt
+from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, adaptation_plan_from_metadata
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import dataloading
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
-from nnssl.pretraining import checkpoint as ckpt
 from nnssl.pretraining import distributed, run_folder
-from nnssl.pretraining.adaptation_plan import adaptation_plan_from_metadata
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel
 from nnssl.pretraining.registry import create_method, get_method
 from nnssl.pretraining.reporting import plot_progress, save_preview
@@ -235,7 +236,7 @@ class Pretrainer:
             "rng_state": capture_rng_state(self.mask_generator),
             "logging": self.history, "settings": asdict(self.settings),
             "nnssl_metadata": meta,
-            "nnssl_adaptation_plan": adaptation_plan_from_metadata(meta),
+            ADAPTATION_PLAN_KEY: adaptation_plan_from_metadata(meta),
         }
         if rank_states is not None:
             checkpoint["rank_states"] = rank_states
@@ -352,7 +353,7 @@ class Pretrainer:
             progress.set_postfix(epoch=self.epoch, loss=f"{self.partial_epoch_losses[-1]:.4f}")
             if s.save_every_iterations and self.iteration_in_epoch % s.save_every_iterations == 0 \
                     and self.iteration_in_epoch < s.iterations_per_epoch:
-                self.save(ckpt.LATEST_CHECKPOINT)
+                self.save(LATEST_CHECKPOINT)
 
     def _end_epoch(self, lr: float, started: float, val_batches: list[torch.Tensor]) -> None:
         val_loss, figures, preview = self.validate(val_batches)
@@ -376,7 +377,7 @@ class Pretrainer:
             self._check_learning(ratio)
             self._write_figures(preview)
             run_folder.record_progress(self.output_folder, progress_summary(history, self.epoch))
-        self.save(ckpt.LATEST_CHECKPOINT)
+        self.save(LATEST_CHECKPOINT)
 
     def _check_learning(self, ratio: float | None) -> None:
         """Warns once when the validation loss is still not below the trivial answer's after
@@ -399,7 +400,7 @@ class Pretrainer:
                          f"{s.method}, epoch {self.epoch}, validation")
 
     def run(self, resume_from: str | None = None) -> str:
-        """Trains to the last epoch; returns the path of ``checkpoint_final.pth``."""
+        """Trains to the last epoch; returns the path of the final checkpoint."""
         s, d = self.settings, self.data
         seed_everything(s.seed + self.rank)
         if resume_from:
@@ -429,11 +430,11 @@ class Pretrainer:
                     self._end_epoch(lr, started, val_batches)
         finally:
             dataloading.shutdown(batches)
-        final = os.path.join(self.output_folder, ckpt.FINAL_CHECKPOINT)
-        self.save(ckpt.FINAL_CHECKPOINT)
+        final = os.path.join(self.output_folder, FINAL_CHECKPOINT)
+        self.save(FINAL_CHECKPOINT)
         if distributed.is_main():
             with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(self.output_folder, ckpt.LATEST_CHECKPOINT))
+                os.remove(os.path.join(self.output_folder, LATEST_CHECKPOINT))
         distributed.barrier()  # every process returns once the final checkpoint is written
         logger.info("done: %s", final)
         return final

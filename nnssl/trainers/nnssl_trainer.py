@@ -23,8 +23,9 @@ import sys
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnssl.checkpoints.files import load_checkpoint as load_nnssl_checkpoint
+from nnssl.checkpoints.lookup import find_pretrained_checkpoint
 from nnssl.errors import NnsslError
-from nnssl.pretraining.checkpoint import load_checkpoint as load_nnssl_checkpoint
 from nnssl.trainers.lr_schedule import (
     FINE_TUNING_INITIAL_LR,
     WARMUP_FRACTION,
@@ -32,7 +33,6 @@ from nnssl.trainers.lr_schedule import (
     warmup_epochs_for,
     warmup_poly_lr,
 )
-from nnssl.trainers.pretrained_lookup import find_pretrained_checkpoint
 from nnssl.trainers.weight_transfer import checkpoint_weights_for, transfer_weights
 
 STOCK_PRETRAINED_FLAG = "-pretrained_weights"

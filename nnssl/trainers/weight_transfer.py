@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch._dynamo.eval_frame import OptimizedModule
 
+from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, WEIGHTS_KEY, prefix_renames, rename_key
 from nnssl.errors import NnsslError
-from nnssl.pretraining.adaptation_plan import WEIGHTS_KEY, prefix_renames, rename_key
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def network_prefixes(network: nn.Module) -> tuple[str, str]:
 
 def checkpoint_in_proj_keys(checkpoint: Mapping) -> list[str] | None:
     """The ``keys_to_in_proj`` a checkpoint records (adaptation plan, else nnssl metadata); None if none."""
-    for section in ("nnssl_adaptation_plan", "nnssl_metadata"):
+    for section in (ADAPTATION_PLAN_KEY, "nnssl_metadata"):
         info = checkpoint.get(section)
         if isinstance(info, Mapping) and info.get("keys_to_in_proj"):
             return [str(k) for k in info["keys_to_in_proj"]]

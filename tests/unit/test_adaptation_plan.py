@@ -9,10 +9,7 @@ import io
 import pytest
 import torch
 
-from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter.plan_like import read_pretraining_facts
-from nnssl.nnunet_adapter.plans import build_network
-from nnssl.pretraining.adaptation_plan import (
+from nnssl.checkpoints.adaptation_plan import (
     ADAPTATION_PLAN_FIELDS,
     ARCHITECTURE_PLAN_FIELDS,
     RESENC_L_PRESET,
@@ -21,7 +18,10 @@ from nnssl.pretraining.adaptation_plan import (
     facts_from_adaptation_plan,
     rename_key,
 )
-from nnssl.pretraining.checkpoint import load_checkpoint
+from nnssl.checkpoints.files import load_checkpoint
+from nnssl.errors import NnsslError
+from nnssl.nnunet_adapter.plan_like import read_pretraining_facts
+from nnssl.nnunet_adapter.plans import build_network
 from nnssl.trainers.weight_transfer import checkpoint_weights_for, transfer_weights
 from tests.ecosystem_checkpoints import ARCHITECTURES, KEYS, save_ecosystem_checkpoint
 from tests.ecosystem_checkpoints import build_network as build_dna

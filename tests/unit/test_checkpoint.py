@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from nnssl.checkpoints import files as ckpt
 from nnssl.errors import NnsslError
-from nnssl.pretraining import checkpoint as ckpt
 
 
 def sample_checkpoint():

@@ -10,8 +10,8 @@ import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnssl.checkpoints.files import save_atomic
 from nnssl.nnunet_adapter.plans import build_network
-from nnssl.pretraining.checkpoint import save_atomic
 from nnssl.trainers import (
     nnSSLTrainer,
     nnSSLTrainer_2epochs_5iters_noMirroring,

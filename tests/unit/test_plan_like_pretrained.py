@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnssl.checkpoints.files import save_atomic
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.cli import plan_like_pretrained as cli
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plan_like import (
@@ -24,7 +26,6 @@ from nnssl.nnunet_adapter.plan_like import (
     round_patch_size,
 )
 from nnssl.nnunet_adapter.plans import build_network
-from nnssl.pretraining.checkpoint import FINAL_CHECKPOINT, save_atomic
 from tests.ecosystem_checkpoints import ARCHITECTURES, save_ecosystem_checkpoint
 
 PRETRAIN_SPACING = [1.0, 0.5, 0.5]

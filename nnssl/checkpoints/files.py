@@ -7,10 +7,10 @@ Layout of an nnssl pretraining checkpoint (every value is a plain Python type or
                            ``nnUNetv2_train -pretrained_weights`` skips it and loads everything else.
     optimizer_state, grad_scaler_state, current_epoch, iteration_in_epoch, rng_state, logging
                            training state for ``--continue``
-    nnssl_metadata         see ``build_metadata`` in ``nnssl.pretraining.trainer``: nnssl version,
+    nnssl_metadata         see ``PretrainingLoop.metadata`` in ``nnssl.pretraining.engine.loop``: nnssl version,
                            method + settings, plans, configuration, architecture, channels, spacing,
                            normalization, encoder/stem key prefixes
-    nnssl_adaptation_plan  the nnU-Net SSL ecosystem's adaptation plan (``nnssl.pretraining.adaptation_plan``,
+    nnssl_adaptation_plan  the nnU-Net SSL ecosystem's adaptation plan (``nnssl.checkpoints.adaptation_plan``,
                            docs/checkpoints.md): what nnU-Net's fine-tuning from SSL checkpoints reads
 """
 
@@ -24,10 +24,8 @@ import numpy as np
 import torch
 
 from nnssl.atomic_files import write_atomic
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.errors import NnsslError
-
-FINAL_CHECKPOINT = "checkpoint_final.pth"
-LATEST_CHECKPOINT = "checkpoint_latest.pth"
 
 
 def to_plain(obj: Any) -> Any:

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from nnssl.checkpoints.lookup import ENV_VAR, PLANS_KEY, find_pretrained_checkpoint
 from nnssl.errors import NnsslError
-from nnssl.trainers.pretrained_lookup import ENV_VAR, PLANS_KEY, find_pretrained_checkpoint
 
 DATASET = "Dataset900_Tiny"
 PLANS = {"dataset_name": DATASET, "plans_name": "nnUNetPlans"}

@@ -14,14 +14,14 @@ import logging
 import os
 from typing import NamedTuple
 
+from nnssl.checkpoints.files import resolve_checkpoint_path
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, flow1_run_pattern, results_root
 from nnssl.errors import NnsslError
-from nnssl.pretraining.checkpoint import FINAL_CHECKPOINT, resolve_checkpoint_path
 
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "nnssl_pretrained_weights"
 PLANS_KEY = "nnssl_pretrained_checkpoint"
-PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
 
 
 class PretrainedCheckpoint(NamedTuple):
@@ -32,14 +32,7 @@ class PretrainedCheckpoint(NamedTuple):
 
 
 def _results_root() -> str:
-    # Read directly (not via nnssl.nnunet_adapter.plans) so this module stays free of nnunetv2 imports.
-    root = os.environ.get("nnUNet_results")
-    if not root:
-        raise NnsslError(
-            "nnUNet_results is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths) "
-            f"or set {ENV_VAR} to the pretrained checkpoint"
-        )
-    return root
+    return results_root(f" or set {ENV_VAR} to the pretrained checkpoint")
 
 
 def _from_env() -> PretrainedCheckpoint | None:
@@ -68,9 +61,7 @@ def _from_plans(plans: dict) -> PretrainedCheckpoint | None:
 
 
 def _from_convention(dataset_name: str, plans_name: str, configuration: str) -> PretrainedCheckpoint:
-    pattern = os.path.join(
-        _results_root(), dataset_name, f"{PRETRAIN_FOLDER_PREFIX}*__{plans_name}__{configuration}"
-    )
+    pattern = flow1_run_pattern(_results_root(), dataset_name, plans_name, configuration)
     folders = sorted(f for f in glob.glob(pattern) if os.path.isdir(f))
     finished = [f for f in folders if os.path.isfile(os.path.join(f, FINAL_CHECKPOINT))]
     if len(finished) == 1:

@@ -1,0 +1,31 @@
+"""Where checkpoints live: their file names, nnU-Net's results folder and flow 1's run folder (docs/contracts.md)."""
+
+from __future__ import annotations
+
+import os
+
+from nnssl.errors import NnsslError
+
+# the names nnU-Net gives its own training checkpoints too (``fold_0/checkpoint_final.pth``)
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
+RESULTS_ENV = "nnUNet_results"
+PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
+
+
+def results_root(hint: str = "") -> str:
+    """``$nnUNet_results``; an NnsslError saying how to set it (plus ``hint``) when it is not set."""
+    root = os.environ.get(RESULTS_ENV)
+    if not root:
+        raise NnsslError(f"{RESULTS_ENV} is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths){hint}")
+    return root
+
+
+def flow1_run_folder(results: str, dataset_name: str, method: str, plans_name: str, configuration: str) -> str:
+    """``<results>/<dataset_name>/nnsslPretrain_<method>__<plans_name>__<configuration>``: a flow-1 run."""
+    return os.path.join(results, dataset_name, f"{PRETRAIN_FOLDER_PREFIX}{method}__{plans_name}__{configuration}")
+
+
+def flow1_run_pattern(results: str, dataset_name: str, plans_name: str, configuration: str) -> str:
+    """The glob pattern of every method's flow-1 run folder of a dataset, plans and configuration."""
+    return flow1_run_folder(results, dataset_name, "*", plans_name, configuration)
