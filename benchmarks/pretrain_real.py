@@ -99,7 +99,7 @@ def crop_scale(path: Path, samples: int = 50, crop: tuple[int, int, int] = (60, 
     z-scored over itself has std 1 and mean 0)."""
     import tifffile
 
-    from nnssl.pretraining.tissue_sampling import locations_of_array
+    from nnssl.pretraining.data.tissue_sampling import locations_of_array
 
     volume = tifffile.imread(path).astype(np.float32)
     whole = (volume - volume.mean()) / volume.std()
@@ -116,7 +116,8 @@ def crop_scale(path: Path, samples: int = 50, crop: tuple[int, int, int] = (60, 
 
 def held_out_cases(cases: list[str]) -> list[str]:
     """The validation cases of every run: nnssl's split with the default seed."""
-    from nnssl.pretraining.trainer import PretrainSettings, split_cases
+    from nnssl.pretraining.engine.schedule import split_cases
+    from nnssl.pretraining.engine.settings import PretrainSettings
 
     return split_cases(cases, VAL_FRACTION, PretrainSettings().seed)[1]
 
@@ -126,7 +127,7 @@ def summarize_run(run: Path) -> dict:
     import torch
 
     from nnssl.checkpoints.layout import FINAL_CHECKPOINT
-    from nnssl.pretraining.run_folder import recorded_progress
+    from nnssl.pretraining.engine.run_folder import recorded_progress
 
     progress = recorded_progress(str(run))
     history = torch.load(run / FINAL_CHECKPOINT, map_location="cpu", weights_only=False)["logging"]

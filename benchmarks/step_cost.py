@@ -5,7 +5,7 @@ Writes a small synthetic labelled dataset, plans and preprocesses it with nnU-Ne
 
 * supervised: ``nnUNetTrainer`` built and initialized by nnU-Net, timed on its own ``train_step``
   (deep supervision, Dice + CE) with batches from its own data loader;
-* each SSL method: nnssl's ``Pretrainer.train_step`` on the same plans, configuration, network, batch
+* each SSL method: nnssl's ``PretrainingLoop.train_step`` on the same plans, configuration, network, batch
   size and patch size, with the same images.
 
 Steps are interleaved A/B (one step of every arm per round, in a new random order every round) to
@@ -70,11 +70,12 @@ def supervised_trainer(env: dict[str, str], device: torch.device, start: bool = 
 
 def ssl_trainers(methods: list[str], plans: dict, dataset_json: dict, data_folder: str, device: torch.device,
                  workdir: str) -> dict:
-    from nnssl.pretraining.trainer import PretrainData, Pretrainer, PretrainSettings
+    from nnssl.pretraining.engine.loop import PretrainingLoop
+    from nnssl.pretraining.engine.settings import PretrainData, PretrainSettings
 
     data = PretrainData(plans, "3d_fullres", dataset_json, data_folder, identifiers=[])
-    return {name: Pretrainer(data, PretrainSettings(method=name), os.path.join(workdir, name), device,
-                             progress_bar=False) for name in methods}
+    return {name: PretrainingLoop(data, PretrainSettings(method=name), os.path.join(workdir, name), device,
+                                  progress_bar=False) for name in methods}
 
 
 def timed(step, device: torch.device) -> float:
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 64, 64), help="synthetic image shape")
     args = parser.parse_args()
-    from nnssl.pretraining.registry import available_methods
+    from nnssl.pretraining.methods.registry import available_methods
 
     methods = args.methods or available_methods()
     device = torch.device(args.device)

@@ -10,9 +10,11 @@ import argparse
 import sys
 
 from nnssl.cli.common import run_cli, setup_logging
-from nnssl.pretraining.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS
+from nnssl.pretraining.engine.settings import DEFAULT_METHOD, PretrainRequest, PretrainSettings
 
 DESCRIPTION = __doc__
+SETTINGS = PretrainSettings()  # the defaults of every training option
+REQUEST = PretrainRequest(inputs=[])  # the defaults of every flow option
 
 
 def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +23,14 @@ def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("-d", "--dataset", help="flow 1: nnU-Net dataset (ID or name) whose plans to pretrain with")
     target.add_argument("-o", "--output", help="flow 2: output folder of a standalone pretraining")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="flow 1: plans name (default nnUNetPlans)")
-    parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
-    parser.add_argument("-m", "--method", default="mae", help="SSL method (default mae)")
-    parser.add_argument("-pl", "--planner", default="ExperimentPlanner",
+    parser.add_argument("-p", "--plans", default=REQUEST.plans_name,
+                        help=f"flow 1: plans name (default {REQUEST.plans_name})")
+    parser.add_argument("-c", "--configuration", default=REQUEST.configuration,
+                        help=f"configuration (default {REQUEST.configuration})")
+    parser.add_argument("-m", "--method", default=DEFAULT_METHOD, help=f"SSL method (default {DEFAULT_METHOD})")
+    parser.add_argument("-pl", "--planner", default=REQUEST.planner,
                         help="flow 2: nnU-Net experiment planner, e.g. nnUNetPlannerResEncM "
-                             "(default ExperimentPlanner)")
+                             f"(default {REQUEST.planner})")
     parser.add_argument("-gpu_memory_target", type=float, default=None,
                         help="flow 2: GPU memory target (GB) for nnU-Net's planner")
     parser.add_argument("--features-per-stage", type=int, nargs="+", default=None,
@@ -37,7 +41,7 @@ def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
                              "CT selects CT normalization)")
     parser.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="spacing of TIFF, plane-folder and plain-Zarr images without a sidecar .json")
-    parser.add_argument("--blockwise-min-voxels", type=int, default=DEFAULT_BLOCKWISE_MIN_VOXELS, metavar="N",
+    parser.add_argument("--blockwise-min-voxels", type=int, default=REQUEST.blockwise_min_voxels, metavar="N",
                         help="TIFF, plane-folder and Zarr cases with at least N voxels (all channels) are "
                              "preprocessed block by block with bounded memory (default 2**27; 0: always)")
     parser.add_argument("--blockwise-workers", type=int, default=None, metavar="N",
@@ -46,27 +50,32 @@ def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=1000, help="default 1000")
-    parser.add_argument("--iterations-per-epoch", type=int, default=250, help="default 250")
-    parser.add_argument("--val-iterations", type=int, default=10, help="validation batches per epoch (default 10)")
+    parser.add_argument("--epochs", type=int, default=SETTINGS.epochs, help=f"default {SETTINGS.epochs}")
+    parser.add_argument("--iterations-per-epoch", type=int, default=SETTINGS.iterations_per_epoch,
+                        help=f"default {SETTINGS.iterations_per_epoch}")
+    parser.add_argument("--val-iterations", type=int, default=SETTINGS.val_iterations,
+                        help=f"validation batches per epoch (default {SETTINGS.val_iterations})")
     parser.add_argument("-b", "--batch-size", type=int, default=None, help="default: the plans' batch size")
     parser.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="default: the plans' patch size")
-    parser.add_argument("--lr", type=float, default=1e-2, help="initial learning rate, poly decay (default 1e-2)")
-    parser.add_argument("--random-patch-fraction", type=float, default=0.05,
+    parser.add_argument("--lr", type=float, default=SETTINGS.initial_lr,
+                        help=f"initial learning rate, poly decay (default {SETTINGS.initial_lr})")
+    parser.add_argument("--random-patch-fraction", type=float, default=SETTINGS.random_patch_fraction,
                         help="fraction of patches drawn uniformly; the others are centred on tissue found at "
-                             "coarse resolution (default 0.05)")
-    parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="fraction of cases held out for validation (default 0.1)")
-    parser.add_argument("--save-every-iterations", type=int, default=0,
+                             f"coarse resolution (default {SETTINGS.random_patch_fraction})")
+    parser.add_argument("--val-fraction", type=float, default=SETTINGS.val_fraction,
+                        help=f"fraction of cases held out for validation (default {SETTINGS.val_fraction})")
+    parser.add_argument("--save-every-iterations", type=int, default=SETTINGS.save_every_iterations,
                         help="also write checkpoint_latest every N iterations (default: once per epoch)")
-    parser.add_argument("--preview-every", type=int, default=10, help="reconstruction preview every N epochs")
-    parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("-device", "--device", choices=("cuda", "cpu", "mps"), default="cuda")
+    parser.add_argument("--preview-every", type=int, default=SETTINGS.preview_every,
+                        help="reconstruction preview every N epochs")
+    parser.add_argument("--seed", type=int, default=SETTINGS.seed)
+    parser.add_argument("-device", "--device", choices=("cuda", "cpu", "mps"), default=REQUEST.device)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data augmentation processes (default: nnU-Net's nnUNet_n_proc_DA)")
-    parser.add_argument("-np", "--num-processes", type=int, default=1, help="preprocessing processes (default 1)")
+    parser.add_argument("-np", "--num-processes", type=int, default=REQUEST.num_processes,
+                        help=f"preprocessing processes (default {REQUEST.num_processes})")
     parser.add_argument("--continue", dest="continue_run", action="store_true",
                         help="resume the run in the output folder from its last checkpoint")
     parser.add_argument("--no-pbar", action="store_true", help="no progress bar")
@@ -91,28 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def method_settings(args: argparse.Namespace) -> dict:
-    """The method's settings from ``--method-arg`` and the shorthands (checked against the method)."""
-    from nnssl.pretraining.registry import create_method, parse_method_args
+    """The method's settings from ``--method-arg`` and the shorthands, typed like the method's defaults."""
+    from nnssl.pretraining.methods.registry import parse_method_args
 
     settings = parse_method_args(args.method, args.method_arg)
     for key in ("mask_ratio", "block_size"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    create_method(args.method, (64, 64, 64), 1, settings)  # bad settings fail now, not after preprocessing
     return settings
 
 
-def _request(args: argparse.Namespace):
-    from nnssl.pretraining.pipeline import PretrainRequest
-
-    settings = {
-        "method": args.method, "method_settings": method_settings(args),
-        "epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
-        "val_iterations": args.val_iterations, "batch_size": args.batch_size, "patch_size": args.patch_size,
-        "initial_lr": args.lr, "seed": args.seed, "save_every_iterations": args.save_every_iterations,
-        "preview_every": args.preview_every, "val_fraction": args.val_fraction,
-        "random_patch_fraction": args.random_patch_fraction,
-    }
+def _request(args: argparse.Namespace) -> PretrainRequest:
+    """The request with its typed settings, built once; checked by ``run`` before any image is read."""
+    settings = PretrainSettings(
+        method=args.method, method_settings=method_settings(args), epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch, val_iterations=args.val_iterations,
+        batch_size=args.batch_size, patch_size=args.patch_size, initial_lr=args.lr, seed=args.seed,
+        save_every_iterations=args.save_every_iterations, preview_every=args.preview_every,
+        val_fraction=args.val_fraction, random_patch_fraction=args.random_patch_fraction,
+    )
     return PretrainRequest(
         inputs=args.input, dataset=args.dataset, output_folder=args.output, plans_name=args.plans,
         configuration=args.configuration, planner=args.planner, gpu_memory_target=args.gpu_memory_target,
@@ -128,11 +134,9 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         parser.error("--epochs and --iterations-per-epoch must be >= 1")
     if args.blockwise_workers is not None and args.blockwise_workers < 0:
         parser.error("--blockwise-workers must be >= 0")
-    if args.mask_ratio is not None and not 0.0 < args.mask_ratio < 1.0:
-        parser.error("--mask-ratio must be between 0 and 1")
     if not 0.0 <= args.random_patch_fraction <= 1.0:
         parser.error("--random-patch-fraction must be between 0 and 1")
-    if args.dataset is None and args.plans != "nnUNetPlans":
+    if args.dataset is None and args.plans != REQUEST.plans_name:
         parser.error("-p applies to flow 1 (-d); flow 2 names its plans after the planner (-pl)")
 
 
@@ -143,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        from nnssl.pretraining import distributed
-        from nnssl.pretraining.pipeline import run
+        from nnssl.pretraining.engine import distributed
+        from nnssl.pretraining.engine.run import run
 
         final = run(_request(args))
         if distributed.is_main():  # under torchrun: once, not once per process

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def pretraining_ratio(run_folder: str) -> float | None:
     """The last ``val / trivial`` ratio a pretraining run recorded in its run file (None if none)."""
-    from nnssl.pretraining.run_folder import recorded_progress
+    from nnssl.pretraining.engine.run_folder import recorded_progress
 
     return recorded_progress(run_folder).get("val_over_trivial")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, RESULTS_ENV, flow1_run_folder
 from nnssl.demo.steps import DemoStepError, StepRunner, print_failure
+from nnssl.pretraining.engine.settings import DEFAULT_METHOD
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> DemoRe
     )  # fmt: skip
     from nnssl.demo.report import pretraining_ratio
 
-    run = flow1_run_folder(os.path.join(out, RESULTS_ENV), f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", "mae",
+    run = flow1_run_folder(os.path.join(out, RESULTS_ENV), f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", DEFAULT_METHOD,
                            "nnUNetPlans", CPU_CONFIGURATION)
     ratio = runner.call("pretraining: validation loss vs the trivial answer", lambda: pretraining_ratio(run))
     arms = {"pretrained": settings.ssl_trainer, "scratch": settings.scratch_trainer}

@@ -79,7 +79,7 @@ def pretraining_transforms(patch_size: Sequence[int]) -> ComposeTransforms:
     A restoration method's target is the augmented patch itself: with noise, blur, low resolution or
     gamma applied, the network would be asked to reproduce the artefacts (MIC-DKFZ's nnssl and the
     MAE papers augment spatially only). The two-view methods add their own per-view intensity
-    augmentation (``nnssl.pretraining.views``).
+    augmentation (``nnssl.pretraining.methods.views``).
     """
     rotation, dummy_2d, _, mirror_axes = augmentation_parameters(patch_size)
     stock = nnUNetTrainer.get_training_transforms(list(patch_size), rotation, None, mirror_axes, dummy_2d,

@@ -38,7 +38,7 @@ def _load(path: Path) -> dict:
 
 def test_batch_split_follows_nnunet():
     from nnssl.errors import NnsslError
-    from nnssl.pretraining.trainer import local_batch_size
+    from nnssl.pretraining.engine.schedule import local_batch_size
 
     assert [local_batch_size(5, 2, r) for r in range(2)] == [3, 2]
     assert [local_batch_size(7, 3, r) for r in range(3)] == [3, 2, 2]
@@ -49,7 +49,7 @@ def test_batch_split_follows_nnunet():
 
 
 def test_single_process_helpers_are_no_ops(monkeypatch):
-    from nnssl.pretraining import distributed
+    from nnssl.pretraining.engine import distributed
 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from nnssl.pretraining.registry import available_methods, method_arguments
+from nnssl.pretraining.methods.registry import available_methods, method_arguments
 from tests.conftest import DATASET_ID, TINY_CONFIGURATION
 
 pytestmark = pytest.mark.cli

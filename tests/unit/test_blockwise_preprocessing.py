@@ -15,9 +15,9 @@ from nnunetv2.preprocessing.normalization.default_normalization_schemes import Z
 from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
-from nnssl.pretraining import blockwise_preprocessing as blockwise
-from nnssl.pretraining import resampling
-from nnssl.pretraining.image_discovery import discover_cases
+from nnssl.pretraining.data import blockwise_preprocessing as blockwise
+from nnssl.pretraining.data import resampling
+from nnssl.pretraining.data.image_discovery import discover_cases
 
 SHAPE = (16, 60, 52)  # <= 16 planes of <= 65536 voxels: the intensity sample is the whole volume
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
-from nnssl.pretraining import blockwise_tiles as tiles
+from nnssl.pretraining.data import blockwise_tiles as tiles
 
 
 def test_half_tile_equals_normalizing_the_whole_tile_then_converting():

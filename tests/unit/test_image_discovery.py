@@ -7,9 +7,9 @@ import SimpleITK as sitk
 import tifffile
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining.image_discovery import discover_cases
-from nnssl.pretraining.image_reading import ConstantImageError, read_case
-from nnssl.pretraining.pipeline import _check_cases
+from nnssl.pretraining.data.image_discovery import discover_cases
+from nnssl.pretraining.data.image_reading import ConstantImageError, read_case
+from nnssl.pretraining.engine.inputs import check_cases
 
 
 def nifti(path, array, spacing=(0.5, 0.25, 2.0)):
@@ -74,6 +74,6 @@ def test_constant_image_is_skipped_with_a_warning(tmp_path, caplog):
     with pytest.raises(ConstantImageError):
         read_case(next(c for c in cases if c.identifier == "flat"))
     with caplog.at_level(logging.WARNING):
-        usable = _check_cases(cases)
+        usable = check_cases(cases)
     assert [c.identifier for c in usable] == ["good"]
     assert "flat_0000.nii.gz" in caplog.text

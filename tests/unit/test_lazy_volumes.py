@@ -10,9 +10,9 @@ import tifffile
 
 from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
-from nnssl.pretraining import ome_zarr
-from nnssl.pretraining.image_discovery import PLANES, channel_count, discover_cases
-from nnssl.pretraining.lazy_volumes import open_case_volumes, read_whole, sample_voxels
+from nnssl.pretraining.data import ome_zarr
+from nnssl.pretraining.data.image_discovery import PLANES, channel_count, discover_cases
+from nnssl.pretraining.data.lazy_volumes import open_case_volumes, read_whole, sample_voxels
 
 SHAPE = (20, 40, 36)
 

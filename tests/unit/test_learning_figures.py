@@ -8,9 +8,9 @@ import logging
 import pytest
 import torch
 
-from nnssl.pretraining.heads import pair_similarities
-from nnssl.pretraining.registry import available_methods
-from nnssl.pretraining.trainer import describe_figures, learning_check_epoch, progress_summary
+from nnssl.pretraining.engine.reporting import describe_figures, learning_check_epoch, progress_summary
+from nnssl.pretraining.methods.heads import pair_similarities
+from nnssl.pretraining.methods.registry import available_methods
 from tests.unit.test_pretrainer_methods import pretrainer
 
 EXPECTED_FIGURES = {"mae": {"trivial"}, "sparkmae": {"trivial"}, "modelsgenesis": {"trivial"},

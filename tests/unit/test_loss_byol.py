@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnssl.pretraining.losses import BYOLLoss
+from nnssl.pretraining.methods.losses import BYOLLoss
 
 
 def reference_byol(p1, p2, z1, z2):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nnssl.pretraining.losses import NTXentLoss
+from nnssl.pretraining.methods.losses import NTXentLoss
 
 
 def reference_nt_xent(z1, z2, temperature):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nnssl.pretraining.losses import MaskedMSELoss
+from nnssl.pretraining.methods.losses import MaskedMSELoss
 
 
 def reference_masked_mse(prediction, target, mask):

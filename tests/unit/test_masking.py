@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
+from nnssl.pretraining.methods.masking import block_size_for_patch, random_block_mask
 
 
 @pytest.mark.parametrize(

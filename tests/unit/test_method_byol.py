@@ -3,7 +3,7 @@ import torch
 
 from nnssl.pretraining.methods.base import SSLModel
 from nnssl.pretraining.methods.byol import momentum_at
-from nnssl.pretraining.registry import create_method
+from nnssl.pretraining.methods.registry import create_method
 from tests.tiny_networks import PATCH, tiny_unet
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from nnssl.pretraining.methods.base import SSLModel
-from nnssl.pretraining.registry import create_method
-from nnssl.pretraining.views import crop_size, random_crops, two_views
+from nnssl.pretraining.methods.registry import create_method
+from nnssl.pretraining.methods.views import crop_size, random_crops, two_views
 from tests.tiny_networks import PATCH, tiny_unet
 
 

@@ -3,8 +3,8 @@ import torch
 
 from nnssl.nnunet_adapter.network_parts import normalized_over_visible
 from nnssl.pretraining.methods.base import SSLModel
+from nnssl.pretraining.methods.registry import create_method
 from nnssl.pretraining.methods.sparkmae import SparkMAE, _SparseEncoding, visible_at
-from nnssl.pretraining.registry import create_method
 from tests.tiny_networks import ARCHITECTURES, PATCH, tiny_unet
 
 

@@ -6,18 +6,19 @@ import pytest
 import torch
 
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
-from nnssl.pretraining.registry import available_methods, get_method
-from nnssl.pretraining.trainer import PretrainData, Pretrainer, PretrainSettings
+from nnssl.pretraining.engine.loop import PretrainingLoop
+from nnssl.pretraining.engine.settings import PretrainData, PretrainSettings
+from nnssl.pretraining.methods.registry import available_methods, get_method
 from tests.unit.test_nnssl_trainer import DATASET_JSON, tiny_plans
 
 CPU = torch.device("cpu")
 
 
-def pretrainer(name: str, tmp_path, seed: int = 0) -> Pretrainer:
+def pretrainer(name: str, tmp_path, seed: int = 0) -> PretrainingLoop:
     torch.manual_seed(seed)
     data = PretrainData(tiny_plans(), "3d_fullres", DATASET_JSON, str(tmp_path), identifiers=[])
     settings = PretrainSettings(method=name, epochs=2, iterations_per_epoch=2)
-    return Pretrainer(data, settings, str(tmp_path), CPU, progress_bar=False)
+    return PretrainingLoop(data, settings, str(tmp_path), CPU, progress_bar=False)
 
 
 @pytest.mark.parametrize("name", available_methods())

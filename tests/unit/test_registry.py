@@ -6,7 +6,7 @@ import torch
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel
-from nnssl.pretraining.registry import (
+from nnssl.pretraining.methods.registry import (
     available_methods,
     create_method,
     get_method,

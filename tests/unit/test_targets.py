@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nnssl.pretraining.methods.base import SSLModel
-from nnssl.pretraining.registry import create_method
-from nnssl.pretraining.targets import target_frame, to_images, to_target, visible_mean
+from nnssl.pretraining.methods.registry import create_method
+from nnssl.pretraining.methods.targets import target_frame, to_images, to_target, visible_mean
 from tests.tiny_networks import PATCH, tiny_unet
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -85,3 +85,22 @@ class SSLMethod(ABC):
     @abstractmethod
     def forward(self, model: SSLModel, images: torch.Tensor, generator: torch.Generator) -> StepOutput:
         """Loss for a batch of preprocessed, augmented patches ``images`` of shape (B, C, Z, Y, X)."""
+
+
+T = TypeVar("T", bound=type)
+
+# name -> SSLMethod subclass, looked up through ``nnssl.pretraining.methods.registry``
+REGISTERED_METHODS: dict[str, type] = {}
+
+
+def register_method(name: str) -> Callable[[T], T]:
+    """Class decorator: makes an ``SSLMethod`` subclass available as ``-m name``."""
+
+    def decorator(cls: T) -> T:
+        if name in REGISTERED_METHODS and REGISTERED_METHODS[name] is not cls:
+            raise ValueError(f"SSL method name '{name}' is already registered by {REGISTERED_METHODS[name].__name__}")
+        REGISTERED_METHODS[name] = cls
+        cls.method_name = name
+        return cls
+
+    return decorator

@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from nnssl.nnunet_adapter.network_parts import encode, encoder_channels, encoder_of, run_encoder
-from nnssl.pretraining.heads import GlobalPool, mlp, pair_similarities
-from nnssl.pretraining.losses import BYOLLoss
-from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
-from nnssl.pretraining.registry import register_method
-from nnssl.pretraining.views import check_crop_fraction, two_views
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput, register_method
+from nnssl.pretraining.methods.heads import GlobalPool, mlp, pair_similarities
+from nnssl.pretraining.methods.losses import BYOLLoss
+from nnssl.pretraining.methods.views import check_crop_fraction, two_views
 
 
 def momentum_at(progress: float, base_momentum: float) -> float:

@@ -4,7 +4,7 @@
 Random 3D blocks of the input are set to 0 (the mean of nnU-Net's z-scored intensities); the full
 U-Net reconstructs the image through a 1x1x1 reconstruction head that takes the place of the
 segmentation head; the loss is the MSE on masked voxels only. The target is the patch normalized by
-its own statistics (``target_normalization="patch"``, ``nnssl.pretraining.targets``), so that the
+its own statistics (``target_normalization="patch"``, ``nnssl.pretraining.methods.targets``), so that the
 heavy-tailed intensities of light-sheet volumes do not dominate the loss; ``"none"`` is the
 published setting.
 """
@@ -16,11 +16,16 @@ from typing import Any
 
 import torch
 
-from nnssl.pretraining.losses import MaskedMSELoss
-from nnssl.pretraining.masking import block_size_for_patch, random_block_mask
-from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
-from nnssl.pretraining.registry import register_method
-from nnssl.pretraining.targets import check_target_normalization, target_frame, to_images, to_target, visible_mean
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput, register_method
+from nnssl.pretraining.methods.losses import MaskedMSELoss
+from nnssl.pretraining.methods.masking import block_size_for_patch, random_block_mask
+from nnssl.pretraining.methods.targets import (
+    check_target_normalization,
+    target_frame,
+    to_images,
+    to_target,
+    visible_mean,
+)
 
 
 @register_method("mae")

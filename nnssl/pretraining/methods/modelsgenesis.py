@@ -7,7 +7,7 @@ Bézier curve (p 0.9), then in-painting (p 0.9 x 0.2: up to 5 boxes of noise) or
 0.8: noise everywhere except up to 5 boxes). The transforms work on intensities rescaled to [0, 1] per
 patch (the paper's range), and the result is mapped back to nnU-Net's normalized range. The network
 restores the original patch; the loss is the MSE over all voxels, on the patch normalized by its own mean
-and spread (``target_normalization="patch"``, ``nnssl.pretraining.targets``; ``"none"``: the paper's
+and spread (``target_normalization="patch"``, ``nnssl.pretraining.methods.targets``; ``"none"``: the paper's
 intensities). The paper's flips are left out: nnU-Net's augmentation already mirrors.
 """
 
@@ -18,11 +18,16 @@ from typing import Any
 
 import torch
 
-from nnssl.pretraining.losses import MaskedMSELoss
-from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
-from nnssl.pretraining.registry import register_method
-from nnssl.pretraining.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
-from nnssl.pretraining.targets import check_target_normalization, target_frame, to_images, to_target, visible_mean
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput, register_method
+from nnssl.pretraining.methods.losses import MaskedMSELoss
+from nnssl.pretraining.methods.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
+from nnssl.pretraining.methods.targets import (
+    check_target_normalization,
+    target_frame,
+    to_images,
+    to_target,
+    visible_mean,
+)
 
 
 @register_method("modelsgenesis")

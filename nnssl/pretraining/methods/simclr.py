@@ -17,11 +17,10 @@ import torch
 from torch import nn
 
 from nnssl.nnunet_adapter.network_parts import encode, encoder_channels
-from nnssl.pretraining.heads import GlobalPool, mlp, pair_similarities
-from nnssl.pretraining.losses import NTXentLoss
-from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput
-from nnssl.pretraining.registry import register_method
-from nnssl.pretraining.views import check_crop_fraction, two_views
+from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput, register_method
+from nnssl.pretraining.methods.heads import GlobalPool, mlp, pair_similarities
+from nnssl.pretraining.methods.losses import NTXentLoss
+from nnssl.pretraining.methods.views import check_crop_fraction, two_views
 
 
 @register_method("simclr")

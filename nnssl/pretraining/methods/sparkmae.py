@@ -25,9 +25,8 @@ from nnssl.nnunet_adapter.network_parts import (
     encoder_norm_layers,
     normalized_over_visible,
 )
-from nnssl.pretraining.methods.base import SSLModel, StepOutput
+from nnssl.pretraining.methods.base import SSLModel, StepOutput, register_method
 from nnssl.pretraining.methods.mae import MaskedAutoencoder
-from nnssl.pretraining.registry import register_method
 
 
 def visible_at(visible: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

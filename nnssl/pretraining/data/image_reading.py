@@ -13,7 +13,8 @@ import logging
 import numpy as np
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining.image_discovery import PLANES, TIFF_ENDINGS, ZARR_ENDINGS, UnlabeledCase
+from nnssl.nnunet_adapter.readers import nnunet_reader
+from nnssl.pretraining.data.image_discovery import PLANES, TIFF_ENDINGS, ZARR_ENDINGS, UnlabeledCase
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _first_line(e: Exception) -> str:
 def check_case_header(case: UnlabeledCase) -> None:
     """Raises for a 2D, 4D/vector or unreadable image, looking at headers only."""
     if case.file_ending in (*ZARR_ENDINGS, PLANES):
-        from nnssl.pretraining.lazy_volumes import open_case_volumes
+        from nnssl.pretraining.data.lazy_volumes import open_case_volumes
 
         open_case_volumes(case)
         return
@@ -64,28 +65,17 @@ def check_case_header(case: UnlabeledCase) -> None:
             )
 
 
-def _reader_for(ending: str):
-    # nnU-Net's readers are light (numpy + SimpleITK / tifffile), no torch import
-    if ending in TIFF_ENDINGS:
-        from nnunetv2.imageio.tif_reader_writer import Tiff3DIO
-
-        return Tiff3DIO()
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-
-    return SimpleITKIO()
-
-
 def read_case(case: UnlabeledCase) -> tuple[np.ndarray, dict]:
     """Returns (data (C, Z, Y, X) float32, nnU-Net properties with 'spacing') of a valid case."""
     check_case_header(case)
     if case.file_ending in (*ZARR_ENDINGS, PLANES):  # formats nnU-Net has no reader for
-        from nnssl.pretraining.lazy_volumes import open_case_volumes, read_whole
+        from nnssl.pretraining.data.lazy_volumes import open_case_volumes, read_whole
 
         volumes = open_case_volumes(case)
         data, properties = read_whole(volumes), {"spacing": list(volumes[0].spacing)}
         _check_voxels(case, data)
         return data, properties
-    reader = _reader_for(case.file_ending)
+    reader = nnunet_reader(tiff=case.file_ending in TIFF_ENDINGS)
     try:
         # Tiff3DIO prints its own spacing warning for plain names; nnssl resolved the spacing already
         with contextlib.redirect_stdout(io.StringIO()):
@@ -111,7 +101,7 @@ def _check_voxels(case: UnlabeledCase, data: np.ndarray) -> None:
 
 def check_case_sample(case: UnlabeledCase) -> None:
     """Voxel checks of a volume too large to read whole: on a sample of evenly spaced planes."""
-    from nnssl.pretraining.lazy_volumes import open_case_volumes, sample_voxels
+    from nnssl.pretraining.data.lazy_volumes import open_case_volumes, sample_voxels
 
     samples = sample_voxels(open_case_volumes(case))
     _check_voxels(case, samples)

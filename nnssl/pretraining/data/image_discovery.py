@@ -25,8 +25,9 @@ SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff")
 TIFF_ENDINGS = (".tif", ".tiff")
 ZARR_ENDINGS = (".ome.zarr", ".zarr")
 PLANES = ""  # the "ending" of a folder of 2D TIFF planes
-LAZY_ENDINGS = (*TIFF_ENDINGS, *ZARR_ENDINGS, PLANES)  # read region by region (nnssl.pretraining.lazy_volumes)
+LAZY_ENDINGS = (*TIFF_ENDINGS, *ZARR_ENDINGS, PLANES)  # read region by region (nnssl.pretraining.data.lazy_volumes)
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass
@@ -49,10 +50,19 @@ def file_ending(path: str) -> str | None:
     return next((e for e in SUPPORTED_ENDINGS if lower.endswith(e)), None)
 
 
+def natural_key(name: str) -> list:
+    """``z2.tif`` before ``z10.tif``."""
+    return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
+
+
+def plane_files(folder: str) -> list[str]:
+    """The TIFF planes of a plane folder, in natural order."""
+    names = [n for n in os.listdir(folder) if n.lower().endswith(TIFF_ENDINGS) and not n.startswith(".")]
+    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+
+
 def is_plane_folder(folder: str) -> bool:
     """At least two TIFF files directly inside, the first (natural order) being 2D."""
-    from nnssl.pretraining.lazy_volumes import plane_files
-
     files = plane_files(folder)
     if len(files) < 2:
         return False
@@ -169,7 +179,7 @@ def channel_count(case: UnlabeledCase) -> int:
     """Channels of a case: one per file, or the channel axis of a Zarr image."""
     if case.file_ending not in ZARR_ENDINGS:
         return len(case.image_files)
-    from nnssl.pretraining.ome_zarr import open_image
+    from nnssl.pretraining.data.ome_zarr import open_image
 
     images = [open_image(f) for f in case.image_files]
     return sum(image.array.shape[0] if image.channel_axis else 1 for image in images)

@@ -1,27 +1,22 @@
-"""The heavy half of ``nnssl_pretrain`` (imports torch and nnU-Net): planning, preprocessing, training."""
+"""Planning (flow 2) or the dataset's plans (flow 1), then nnU-Net's preprocessing into nnssl's own folder."""
 
 from __future__ import annotations
 
 import logging
 import os
 
-import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 
-from nnssl.checkpoints import files as ckpt
-from nnssl.checkpoints.layout import LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter import dataloading, fingerprint, planning, preprocess
+from nnssl.nnunet_adapter import fingerprint, planning, preprocess
 from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
-from nnssl.pretraining import blockwise_preprocessing as blockwise
-from nnssl.pretraining import distributed
-from nnssl.pretraining.image_discovery import UnlabeledCase, channel_count
-from nnssl.pretraining.image_reading import CaseLoader
-from nnssl.pretraining.lazy_volumes import is_large_case
-from nnssl.pretraining.pipeline import PretrainRequest
-from nnssl.pretraining.registry import get_method
-from nnssl.pretraining.reporting import add_file_log
-from nnssl.pretraining.trainer import PretrainData, Pretrainer, PretrainSettings, local_batch_size
+from nnssl.pretraining.data import blockwise_preprocessing as blockwise
+from nnssl.pretraining.data.image_discovery import UnlabeledCase, channel_count
+from nnssl.pretraining.data.image_reading import CaseLoader
+from nnssl.pretraining.data.lazy_volumes import is_large_case
+from nnssl.pretraining.engine import distributed
+from nnssl.pretraining.engine.schedule import local_batch_size
+from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +53,8 @@ def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: 
         plans["configurations"][config] = make_small_configuration(
             resolved.configuration,
             tuple(request.features_per_stage),
-            tuple(request.settings.get("patch_size") or resolved.patch_size),
-            int(request.settings.get("batch_size") or resolved.batch_size),
+            tuple(request.settings.patch_size or resolved.patch_size),
+            int(request.settings.batch_size or resolved.batch_size),
         )
         save_json(plans, os.path.join(workspace.preprocessed_dataset, plans["plans_name"] + ".json"), sort_keys=False)
     return plans, dataset_json, workspace.preprocessed_dataset
@@ -68,7 +63,6 @@ def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: 
 def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], out: str,
                         dataset_folder: str | None) -> PretrainData:
     """Plans (flow 2) or loads the dataset's plans (flow 1), then preprocesses into nnssl's own folder."""
-    get_method(request.settings.get("method", "mae"))
     if dataset_folder is not None:
         if request.features_per_stage:
             raise NnsslError("--features-per-stage: flow 1 pretrains the network of the dataset's plans; add a "
@@ -84,7 +78,7 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
     else:
         os.makedirs(out, exist_ok=True)
         plans, dataset_json, data_root = _plan_standalone(request, cases, out)
-    _check_patch_size(plans, request.configuration, request.settings.get("patch_size"))
+    _check_patch_size(plans, request.configuration, request.settings.patch_size)
     cm = get_configuration(plans, request.configuration)
     data_folder = os.path.join(data_root, f"nnssl_{cm.data_identifier}")
     target_spacing = [0.0] * 3
@@ -115,45 +109,4 @@ def _large_cases(cases: list[UnlabeledCase], min_voxels: int) -> frozenset[str]:
 def check_batch_split(request: PretrainRequest, data: PretrainData) -> None:
     """Under torchrun: the global batch (-b or the plans') must give every process at least one sample."""
     planned = get_configuration(data.plans, data.configuration).batch_size
-    local_batch_size(int(request.settings.get("batch_size") or planned), distributed.world_size(), distributed.rank())
-
-
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NnsslError("-device cuda: no CUDA device available; use -device cpu (slow) or a GPU machine")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise NnsslError("-device mps: MPS is not available on this machine; use -device cpu")
-    if name == "cuda" and distributed.world_size() > 1:
-        return torch.device("cuda", distributed.local_rank())  # one GPU per process
-    return torch.device(name)
-
-
-def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
-    """Writes plans/dataset.json next to the run and trains (resuming from checkpoint_latest if asked).
-
-    Under torchrun every process trains and resumes from the same checkpoint; rank 0 alone writes.
-    """
-    main = distributed.is_main()
-    handler = None
-    if main:
-        os.makedirs(out, exist_ok=True)
-        handler = add_file_log(out)
-    try:
-        if main:
-            save_json(data.plans, os.path.join(out, "plans.json"), sort_keys=False)
-            save_json(data.dataset_json, os.path.join(out, "dataset.json"), sort_keys=False)
-        device = _device(request.device)
-        workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
-        latest = os.path.join(out, LATEST_CHECKPOINT)
-        resume = latest if request.continue_run and os.path.isfile(latest) else None
-        trainer = Pretrainer(data, PretrainSettings(**request.settings), out, device, request.compile, workers,
-                             request.progress_bar)
-        if main:
-            ckpt.remove_stale_temporaries(out)
-            if request.continue_run and resume is None:
-                logger.warning("%s: no checkpoint yet, starting this run from the beginning", out)
-        return trainer.run(resume_from=resume)
-    finally:
-        if handler is not None:
-            logging.getLogger("nnssl").removeHandler(handler)
-            handler.close()
+    local_batch_size(int(request.settings.batch_size or planned), distributed.world_size(), distributed.rank())

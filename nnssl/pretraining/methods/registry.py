@@ -1,44 +1,33 @@
 """Name registry of SSL methods: ``@register_method("mae")`` on a class, ``get_method("mae")`` to use it.
 
-Methods register when their module is imported; ``nnssl.pretraining.methods`` imports every method
+Methods register when their module is imported (``register_method`` lives in ``methods.base``, which
+every method imports, so no method module imports this one); ``nnssl.pretraining.methods`` imports every method
 module explicitly, so an unknown name fails at argument parsing with the list of known names.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from nnssl.errors import NnsslError
+from nnssl.pretraining.methods.base import REGISTERED_METHODS, register_method
 
-T = TypeVar("T", bound=type)
-
-_METHODS: dict[str, type] = {}
-
-
-def register_method(name: str) -> Callable[[T], T]:
-    def decorator(cls: T) -> T:
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise ValueError(f"SSL method name '{name}' is already registered by {_METHODS[name].__name__}")
-        _METHODS[name] = cls
-        cls.method_name = name
-        return cls
-
-    return decorator
-
+__all__ = ["available_methods", "create_method", "get_method", "method_arguments", "parse_method_args",
+           "register_method"]
 
 def available_methods() -> list[str]:
     import nnssl.pretraining.methods  # noqa: F401  (registers the built-in methods)
 
-    return sorted(_METHODS)
+    return sorted(REGISTERED_METHODS)
 
 
 def get_method(name: str) -> type:
     known = available_methods()
-    if name not in _METHODS:
+    if name not in REGISTERED_METHODS:
         raise NnsslError(f"unknown SSL method '{name}'; choose one of: {', '.join(known)}")
-    return _METHODS[name]
+    return REGISTERED_METHODS[name]
 
 
 # constructor arguments every method takes from the loop, not from the user

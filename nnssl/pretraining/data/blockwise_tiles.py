@@ -25,8 +25,8 @@ import numpy as np
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
-from nnssl.pretraining import resampling
-from nnssl.pretraining.tissue_sampling import GridPart, block_sums
+from nnssl.pretraining.data import resampling
+from nnssl.pretraining.data.tissue_sampling import GridPart, block_sums
 
 
 def band_buffers(workers: int) -> int:

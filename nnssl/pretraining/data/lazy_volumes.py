@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining import ome_zarr
-from nnssl.pretraining.image_discovery import LAZY_ENDINGS, PLANES, TIFF_ENDINGS, UnlabeledCase
+from nnssl.pretraining.data import ome_zarr
+from nnssl.pretraining.data.image_discovery import LAZY_ENDINGS, PLANES, TIFF_ENDINGS, UnlabeledCase, plane_files
 
 logger = logging.getLogger(__name__)
 
@@ -127,19 +126,6 @@ class TiffVolume(ZarrArrayVolume):
             self._tif = tifffile.TiffFile(self.path)
         planes = self._tif.asarray(key=z_indices, series=0, maxworkers=decode_threads(), out=target)
         return planes.reshape(shape)
-
-
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> list:
-    """``z2.tif`` before ``z10.tif``."""
-    return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
-
-
-def plane_files(folder: str) -> list[str]:
-    names = [n for n in os.listdir(folder) if n.lower().endswith((".tif", ".tiff")) and not n.startswith(".")]
-    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
 
 
 class PlaneFolderVolume(LazyVolume):

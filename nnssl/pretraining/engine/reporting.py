@@ -1,8 +1,10 @@
-"""Human-facing outputs of a pretraining run: text log, loss curves, reconstruction previews."""
+"""Human-facing outputs of a pretraining run: text log, loss curves, reconstruction previews, and the
+figures that show whether it learns (``val / trivial``)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import matplotlib
@@ -94,3 +96,29 @@ def save_preview(preview: dict[str, torch.Tensor], path: str, title: str) -> Non
     fig.suptitle(title)
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+LEARNING_CHECK_FRACTION = 0.2  # of the epochs, after which a run still at the trivial answer is warned about
+
+
+def learning_check_epoch(epochs: int) -> int:
+    """The number of finished epochs from which a validation loss not below the trivial answer's is warned about."""
+    return max(1, math.ceil(LEARNING_CHECK_FRACTION * epochs))
+
+
+def describe_figures(figures: dict[str, float], ratio: float | None) -> str:
+    """The validation figures for the epoch's log line, e.g. ``", trivial 0.93 (val / trivial 0.61)"``."""
+    text = "".join(f", {name.replace('_', ' ')} {value:.4f}" for name, value in figures.items())
+    return text + (f" (val / trivial {ratio:.3f})" if ratio is not None else "")
+
+
+def progress_summary(history: dict, epochs_done: int) -> dict:
+    """What ``nnssl_run.json`` records of a run's progress: the last epoch's losses and figures, and the
+    ``val / trivial`` ratio of every epoch."""
+    summary = {"epochs_done": epochs_done, "train_loss": history["train_losses"][-1],
+               "val_loss": history["val_losses"][-1],
+               "val_figures": {name: values[-1] for name, values in history.get("val_figures", {}).items()}}
+    if history.get("val_over_trivial"):
+        summary["val_over_trivial"] = history["val_over_trivial"][-1]
+        summary["val_over_trivial_per_epoch"] = history["val_over_trivial"]
+    return summary

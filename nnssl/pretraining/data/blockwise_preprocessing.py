@@ -24,11 +24,11 @@ from nnssl.atomic_files import write_atomic
 from nnssl.nnunet_adapter import case_store
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
 from nnssl.nnunet_adapter.fingerprint import analyze_sample
-from nnssl.pretraining import resampling
-from nnssl.pretraining.blockwise_tiles import Band, CaseTiles, Geometry, TileWorkers, input_range
-from nnssl.pretraining.image_discovery import UnlabeledCase
-from nnssl.pretraining.lazy_volumes import LazyVolume, open_case_volumes, sample_voxels
-from nnssl.pretraining.tissue_sampling import CoarseGrid, class_locations
+from nnssl.pretraining.data import resampling
+from nnssl.pretraining.data.blockwise_tiles import Band, CaseTiles, Geometry, TileWorkers, input_range
+from nnssl.pretraining.data.image_discovery import UnlabeledCase
+from nnssl.pretraining.data.lazy_volumes import LazyVolume, open_case_volumes, sample_voxels
+from nnssl.pretraining.data.tissue_sampling import CoarseGrid, class_locations
 
 logger = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 atomic checkpoints and ``--continue``; DistributedDataParallel under ``torchrun``.
 
 Network, data and augmentation come from nnU-Net through ``nnssl.nnunet_adapter``; the SSL objective
-from a registered method (``nnssl.pretraining.registry``).
+from a registered method (``nnssl.pretraining.methods.registry``).
 
-With several processes (``nnssl.pretraining.distributed``) every process runs this loop:
+With several processes (``nnssl.pretraining.engine.distributed``) every process runs this loop:
 
 * the global batch (``-b`` or the plans') is split over the processes as nnU-Net splits it
   (``local_batch_size``); each process does ``iterations_per_epoch`` steps per epoch;
@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
-import random
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -37,102 +34,24 @@ import nnssl
 from nnssl.checkpoints import files as ckpt
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, adaptation_plan_from_metadata
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
-from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import dataloading
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
-from nnssl.pretraining import distributed, run_folder
+from nnssl.pretraining.engine import distributed, run_folder
+from nnssl.pretraining.engine.reporting import (
+    describe_figures,
+    learning_check_epoch,
+    plot_progress,
+    progress_summary,
+    save_preview,
+)
+from nnssl.pretraining.engine.schedule import local_batch_size, poly_lr, split_cases
+from nnssl.pretraining.engine.settings import PretrainData, PretrainSettings
+from nnssl.pretraining.engine.state import capture_rng_state, restore_rng_state, seed_everything
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel
-from nnssl.pretraining.registry import create_method, get_method
-from nnssl.pretraining.reporting import plot_progress, save_preview
-from nnssl.pretraining.state import capture_rng_state, restore_rng_state, seed_everything
+from nnssl.pretraining.methods.registry import create_method, get_method
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PretrainSettings:
-    """Everything that defines a run (stored in ``nnssl_run.json`` and reused by ``--continue``)."""
-
-    method: str = "mae"
-    method_settings: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations: int = 10
-    batch_size: int | None = None  # None: the plans' batch size
-    patch_size: list[int] | None = None  # None: the plans' patch size
-    initial_lr: float = 1e-2
-    weight_decay: float = 3e-5
-    grad_clip: float = 12.0
-    seed: int = 12345
-    save_every_iterations: int = 0  # 0: checkpoint_latest at the end of every epoch only
-    preview_every: int = 10
-    val_fraction: float = 0.1
-    random_patch_fraction: float = 0.05  # patches drawn uniformly; the others are centred on tissue
-
-
-@dataclass
-class PretrainData:
-    """The plans a run pretrains with and the preprocessed unlabeled cases."""
-
-    plans: dict
-    configuration: str
-    dataset_json: dict
-    data_folder: str
-    identifiers: list[str]
-
-
-def split_cases(identifiers: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic hold-out split; with a single case, validation reuses it (and says so)."""
-    ids = sorted(identifiers)
-    if len(ids) < 2 or val_fraction <= 0:
-        if len(ids) < 2:
-            logger.warning("only one unlabeled case: the validation loss uses the training case")
-        return ids, ids
-    random.Random(seed).shuffle(ids)
-    n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
-    return sorted(ids[n_val:]), sorted(ids[:n_val])
-
-
-def poly_lr(initial_lr: float, epoch: int, max_epochs: int, exponent: float = 0.9) -> float:
-    """nnU-Net's polynomial decay."""
-    return initial_lr * (1 - epoch / max_epochs) ** exponent
-
-
-def local_batch_size(global_batch_size: int, world_size: int, rank: int) -> int:
-    """nnU-Net's DDP split (``nnUNetTrainer._set_batch_size_and_oversample``): every process gets
-    ``global // world``, the first ``global % world`` processes one more."""
-    if global_batch_size < world_size:
-        raise NnsslError(f"batch size {global_batch_size}: smaller than the number of processes ({world_size}); "
-                         f"every process needs at least one sample: pass -b {world_size} or more, or start "
-                         f"fewer processes")
-    return global_batch_size // world_size + (1 if rank < global_batch_size % world_size else 0)
-
-
-LEARNING_CHECK_FRACTION = 0.2  # of the epochs, after which a run still at the trivial answer is warned about
-
-
-def learning_check_epoch(epochs: int) -> int:
-    """The number of finished epochs from which a validation loss not below the trivial answer's is warned about."""
-    return max(1, math.ceil(LEARNING_CHECK_FRACTION * epochs))
-
-
-def describe_figures(figures: dict[str, float], ratio: float | None) -> str:
-    """The validation figures for the epoch's log line, e.g. ``", trivial 0.93 (val / trivial 0.61)"``."""
-    text = "".join(f", {name.replace('_', ' ')} {value:.4f}" for name, value in figures.items())
-    return text + (f" (val / trivial {ratio:.3f})" if ratio is not None else "")
-
-
-def progress_summary(history: dict, epochs_done: int) -> dict:
-    """What ``nnssl_run.json`` records of a run's progress: the last epoch's losses and figures, and the
-    ``val / trivial`` ratio of every epoch."""
-    summary = {"epochs_done": epochs_done, "train_loss": history["train_losses"][-1],
-               "val_loss": history["val_losses"][-1],
-               "val_figures": {name: values[-1] for name, values in history.get("val_figures", {}).items()}}
-    if history.get("val_over_trivial"):
-        summary["val_over_trivial"] = history["val_over_trivial"][-1]
-        summary["val_over_trivial_per_epoch"] = history["val_over_trivial"]
-    return summary
 
 
 def unused_head_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter] | None:
@@ -147,7 +66,7 @@ def unused_head_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]
     return [p for head in heads[:-1] for p in head.parameters()]
 
 
-class Pretrainer:
+class PretrainingLoop:
     """One pretraining run writing into ``output_folder``."""
 
     def __init__(self, data: PretrainData, settings: PretrainSettings, output_folder: str,
@@ -381,7 +300,7 @@ class Pretrainer:
 
     def _check_learning(self, ratio: float | None) -> None:
         """Warns once when the validation loss is still not below the trivial answer's after
-        ``LEARNING_CHECK_FRACTION`` of the epochs."""
+        ``reporting.LEARNING_CHECK_FRACTION`` of the epochs."""
         s = self.settings
         if ratio is None or ratio < 1 or self._warned_not_learning or self.epoch < learning_check_epoch(s.epochs):
             return

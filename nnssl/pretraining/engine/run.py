@@ -1,0 +1,125 @@
+"""``nnssl_pretrain`` end to end: find and check images (``inputs``), plan (flow 2) or take the dataset's
+plans (flow 1) and preprocess with nnU-Net (``preprocessing``), pretrain (``loop``).
+
+Cheap checks (settings, file names, headers, channel counts, output folder) run before torch or nnU-Net is
+imported; voxel checks before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import TYPE_CHECKING
+
+from nnssl.checkpoints.files import remove_stale_temporaries
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from nnssl.errors import NnsslError
+from nnssl.pretraining.data.image_discovery import UnlabeledCase
+from nnssl.pretraining.engine import distributed, run_folder
+from nnssl.pretraining.engine.inputs import prepare
+from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest, saved_settings
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+
+def _plan(request: PretrainRequest, cases: list[UnlabeledCase], out: str,
+          dataset_folder: str | None) -> PretrainData:
+    """Plans and preprocesses (a folder created here is removed again when that fails), then writes the run
+    file; returns the ``PretrainData``."""
+    created = not os.path.isdir(out)
+    try:
+        from nnssl.pretraining.engine.preprocessing import check_batch_split, plan_and_preprocess
+
+        data = plan_and_preprocess(request, cases, out, dataset_folder)
+        check_batch_split(request, data)
+    except KeyboardInterrupt:
+        raise  # finished preprocessing stays for the next run (unfinished cases are marked .partial)
+    except BaseException:
+        if created and not request.continue_run:
+            shutil.rmtree(out, ignore_errors=True)  # nothing half-written
+        raise
+    run_folder.write_run_file(out, request.run_file())
+    return data
+
+
+def run(request: PretrainRequest) -> str:
+    """Runs ``nnssl_pretrain``; returns the final checkpoint's path.
+
+    Under ``torchrun`` every process runs the cheap checks; rank 0 alone checks the voxels, plans,
+    preprocesses and writes the run file while the others wait, then every process trains on the
+    same preprocessed data (``nnssl.pretraining.engine.distributed``: a shared file system across nodes).
+    """
+    request.settings.check()
+    main = distributed.is_main()
+    out, cases, dataset_folder = prepare(request, check_voxels=main)
+    final = os.path.join(out, FINAL_CHECKPOINT)
+    if request.continue_run and os.path.isfile(final):
+        if main:
+            logger.info("%s: this run is already finished", final)
+        return final
+    if request.continue_run:
+        request.settings = saved_settings(run_folder.read_run_file(out)["settings"], request.settings)
+    batch_size = request.settings.batch_size
+    if distributed.world_size() > 1 and batch_size and batch_size < distributed.world_size():
+        raise NnsslError(f"-b {batch_size}: smaller than the number of processes ({distributed.world_size()}); "
+                         f"every process needs at least one sample of the batch")
+    distributed.init(request.device)
+    try:
+        distributed.barrier()  # every process has checked the output folder before rank 0 writes into it
+        data = distributed.run_on_main(lambda: _plan(request, cases, out, dataset_folder),
+                                       "planning and preprocessing")
+        return pretrain(request, data, out)
+    finally:
+        distributed.cleanup()
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NnsslError("-device cuda: no CUDA device available; use -device cpu (slow) or a GPU machine")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise NnsslError("-device mps: MPS is not available on this machine; use -device cpu")
+    if name == "cuda" and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.local_rank())  # one GPU per process
+    return torch.device(name)
+
+
+def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
+    """Writes plans/dataset.json next to the run and trains (resuming from the latest checkpoint if asked).
+
+    Under torchrun every process trains and resumes from the same checkpoint; rank 0 alone writes.
+    """
+    from batchgenerators.utilities.file_and_folder_operations import save_json
+
+    from nnssl.nnunet_adapter import dataloading
+    from nnssl.pretraining.engine.loop import PretrainingLoop
+    from nnssl.pretraining.engine.reporting import add_file_log
+
+    main = distributed.is_main()
+    handler = None
+    if main:
+        os.makedirs(out, exist_ok=True)
+        handler = add_file_log(out)
+    try:
+        if main:
+            save_json(data.plans, os.path.join(out, "plans.json"), sort_keys=False)
+            save_json(data.dataset_json, os.path.join(out, "dataset.json"), sort_keys=False)
+        device = _device(request.device)
+        workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
+        latest = os.path.join(out, LATEST_CHECKPOINT)
+        resume = latest if request.continue_run and os.path.isfile(latest) else None
+        loop = PretrainingLoop(data, request.settings, out, device, request.compile, workers, request.progress_bar)
+        if main:
+            remove_stale_temporaries(out)
+            if request.continue_run and resume is None:
+                logger.warning("%s: no checkpoint yet, starting this run from the beginning", out)
+        return loop.run(resume_from=resume)
+    finally:
+        if handler is not None:
+            logging.getLogger("nnssl").removeHandler(handler)
+            handler.close()
