@@ -37,8 +37,15 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from nnssl._startup import register_trainer_folder
+from nnssl.checkpoints.lookup import ENV_VAR as PRETRAINED_ENV_VAR  # which checkpoint an arm loads
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "trainers"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import low_label_parts as parts
+
+# the *_lowLabel trainers (low_label_trainers.py); nnU-Net finds them there too (set_environment)
+TRAINER_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trainers")
 
 # arm -> (trainer, pretraining method whose checkpoint it starts from; None: from scratch)
 ARMS = {"scratch": ("nnUNetTrainer_lowLabel", None), "mae_encoder": ("nnSSLTrainer_lowLabel", "mae"),
@@ -90,7 +97,8 @@ def set_environment(out: str) -> None:
         os.makedirs(os.environ[f"nnUNet_{name}"], exist_ok=True)
     os.environ.update(nnUNet_compile="false", nnUNet_def_n_proc="1", MPLBACKEND="Agg")
     os.environ.pop("nnUNet_n_proc_DA", None)  # nnU-Net's planner crashes on 0; set for training below
-    os.environ.pop("nnssl_pretrained_weights", None)
+    os.environ.pop(PRETRAINED_ENV_VAR, None)
+    register_trainer_folder(TRAINER_FOLDER)  # nnUNetv2_train -tr nnSSLTrainer_lowLabel works in this environment
 
 
 def log(message: str, start: float) -> None:
@@ -133,8 +141,7 @@ def pretrain(out: str, settings: Settings, method: str, extra: list[str]) -> str
 def run_finetunes(out: str, settings: Settings, folds: list[dict], dataset: str, checkpoints: dict[str, str],
                   start: float) -> list[dict]:
     """Every arm on every fold; returns one record per (arm, fold, snapshot)."""
-    from nnssl.checkpoints.lookup import ENV_VAR as PRETRAINED_ENV_VAR  # which checkpoint an arm loads
-    from nnssl.trainers import benchmark_variants
+    import low_label_trainers
 
     os.environ["nnUNet_n_proc_DA"] = "0"
     test_cases = parts.load_test_cases(dataset)
@@ -147,7 +154,7 @@ def run_finetunes(out: str, settings: Settings, folds: list[dict], dataset: str,
                 os.environ[PRETRAINED_ENV_VAR] = checkpoints[method]
             t0 = time.monotonic()
             log_file = os.path.join(out, "logs", f"finetune_{arm}_fold{fold['fold']}.log")
-            trainer = parts.finetune(getattr(benchmark_variants, trainer_name), fold["fold"], fold["seed"],
+            trainer = parts.finetune(getattr(low_label_trainers, trainer_name), fold["fold"], fold["seed"],
                                      budget, settings.device, log_file)
             t1 = time.monotonic()
             scores = parts.score_snapshots(trainer, test_cases, settings.device)

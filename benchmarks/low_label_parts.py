@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnssl.demo.evaluate import dice
-from nnssl.demo.synthetic import DEFAULT_SPACING, PSF_SIGMA_UM, _tube_centerline, write_image
+from nnssl.demo.synthetic import DEFAULT_SPACING, PSF_SIGMA_UM, tube_centerline, write_image
 
 DATASET_ID = 502
 DATASET_NAME = "LowLabelLSM"
@@ -89,7 +89,7 @@ def _add_vessels(vessels: np.ndarray, rng: np.random.Generator, spacing: Sequenc
     shape = vessels.shape
     volume_um3 = float(np.prod(shape) * np.prod(spacing))
     for _ in range(max(2, int(volume_um3 / 25000))):
-        points = np.round(_tube_centerline(shape, rng, 3 * int(sum(shape)))).astype(int)
+        points = np.round(tube_centerline(shape, rng, 3 * int(sum(shape)))).astype(int)
         inside = np.all((points >= 0) & (points < np.array(shape)), axis=1)
         line = np.zeros(shape, dtype=bool)
         line[tuple(points[inside].T)] = True

@@ -11,10 +11,11 @@ import os
 TRAINER_SHIM_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trainers", "nnunet_ext")
 
 
-def register_trainer_folder() -> None:
+def register_trainer_folder(folder: str = TRAINER_SHIM_FOLDER) -> None:
+    """Appends ``folder`` to ``nnUNet_extTrainer`` (once); also used by benchmarks for their own trainers."""
     current = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if TRAINER_SHIM_FOLDER not in current:
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*current, TRAINER_SHIM_FOLDER])
+    if folder not in current:
+        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*current, folder])
 
 
 register_trainer_folder()

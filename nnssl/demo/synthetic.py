@@ -55,7 +55,7 @@ def _add_blobs(
         objects[mask] = np.maximum(objects[mask], rng.uniform(0.5, 1.0))
 
 
-def _tube_centerline(shape: tuple[int, int, int], rng: np.random.Generator, steps: int) -> np.ndarray:
+def tube_centerline(shape: tuple[int, int, int], rng: np.random.Generator, steps: int) -> np.ndarray:
     """Points (N, 3) of a smooth random walk that starts inside the volume."""
     pos = np.array([rng.uniform(0, s) for s in shape])
     direction = rng.normal(size=3)
@@ -76,7 +76,7 @@ def _add_tubes(
     shape = objects.shape
     steps = 2 * int(sum(shape))
     for _ in range(count):
-        points = np.round(_tube_centerline(shape, rng, steps)).astype(int)
+        points = np.round(tube_centerline(shape, rng, steps)).astype(int)
         inside = np.all((points >= 0) & (points < np.array(shape)), axis=1)
         line = np.zeros(shape, dtype=bool)
         line[tuple(points[inside].T)] = True

@@ -1,10 +1,8 @@
-"""nnU-Net trainers that fine-tune from nnssl's pretrained weights (``-tr nnSSLTrainer``)."""
+"""nnU-Net trainers that fine-tune from nnssl's pretrained weights (``-tr nnSSLTrainer``).
 
-from nnssl.trainers.benchmark_variants import (
-    nnSSLTrainer_fullTransfer_lowLabel,
-    nnSSLTrainer_lowLabel,
-    nnUNetTrainer_lowLabel,
-)
+``__all__`` is the one list of nnssl's trainers: the shim folder nnU-Net scans (``nnunet_ext/``) re-exports it.
+"""
+
 from nnssl.trainers.finetune_variants import (
     nnSSLTrainer_frozenEncoder,
     nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring,
@@ -32,12 +30,9 @@ __all__ = [
     "nnSSLTrainer_frozenEncoder",
     "nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring",
     "nnSSLTrainer_fullTransfer",
-    "nnSSLTrainer_fullTransfer_lowLabel",
     "nnSSLTrainer_layerwiseLRDecay",
     "nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring",
-    "nnSSLTrainer_lowLabel",
     "nnSSLTrainer_noWarmup",
     "nnUNetTrainer_2epochs_5iters_noMirroring",
     "nnUNetTrainer_10epochs_25iters",
-    "nnUNetTrainer_lowLabel",
 ]

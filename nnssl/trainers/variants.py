@@ -17,10 +17,36 @@ from nnssl.trainers.nnssl_trainer import nnSSLTrainer
 _CUDA = torch.device("cuda")
 
 
-def _set_budget(trainer: nnUNetTrainer, epochs: int, iterations: int, val_iterations: int) -> None:
-    trainer.num_epochs = epochs
-    trainer.num_iterations_per_epoch = iterations
-    trainer.num_val_iterations_per_epoch = val_iterations
+class TrainingBudget:
+    """Mixin, listed before the trainer class: after nnU-Net's ``__init__`` sets the budget from
+    ``budget_epochs``, ``budget_iterations`` and ``budget_val_iterations`` (None keeps nnU-Net's value).
+
+    The ``__init__`` keeps nnU-Net's signature: nnU-Net records its arguments by name in checkpoints.
+    """
+
+    budget_epochs: int | None = None
+    budget_iterations: int | None = None
+    budget_val_iterations: int | None = None
+
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        for attribute, value in (("num_epochs", self.budget_epochs),
+                                 ("num_iterations_per_epoch", self.budget_iterations),
+                                 ("num_val_iterations_per_epoch", self.budget_val_iterations)):
+            if value is not None:
+                setattr(self, attribute, value)
+
+
+class NoMirroring:
+    """No mirroring in training nor in final validation (nnU-Net's *_NoMirroring convention): keeps smoke
+    runs short, since test-time mirroring dominates tiny runs on a CPU."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
 
 
 class nnSSLTrainer_fullTransfer(nnSSLTrainer):
@@ -35,63 +61,29 @@ class nnSSLTrainer_noWarmup(nnSSLTrainer):
     warmup_fraction = 0.0
 
 
-class nnSSLTrainer_100epochs(nnSSLTrainer):
-    def __init__(
-        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 100
+class nnSSLTrainer_100epochs(TrainingBudget, nnSSLTrainer):
+    budget_epochs = 100
 
 
-class nnSSLTrainer_250epochs(nnSSLTrainer):
-    def __init__(
-        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 250
+class nnSSLTrainer_250epochs(TrainingBudget, nnSSLTrainer):
+    budget_epochs = 250
 
 
-class nnSSLTrainer_10epochs_25iters(nnSSLTrainer):
-    def __init__(
-        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _set_budget(self, epochs=10, iterations=25, val_iterations=5)
+class nnSSLTrainer_10epochs_25iters(TrainingBudget, nnSSLTrainer):
+    budget_epochs, budget_iterations, budget_val_iterations = 10, 25, 5
 
 
-class _NoMirroring:
-    """No mirroring in training nor in final validation (nnU-Net's *_NoMirroring convention): keeps smoke
-    runs short, since test-time mirroring dominates tiny runs on a CPU."""
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
+class nnSSLTrainer_2epochs_5iters_noMirroring(TrainingBudget, NoMirroring, nnSSLTrainer):
+    budget_epochs, budget_iterations, budget_val_iterations = 2, 5, 2
 
 
-class nnSSLTrainer_2epochs_5iters_noMirroring(_NoMirroring, nnSSLTrainer):
-    def __init__(
-        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _set_budget(self, epochs=2, iterations=5, val_iterations=2)
-
-
-class nnUNetTrainer_10epochs_25iters(nnUNetTrainer):
+class nnUNetTrainer_10epochs_25iters(TrainingBudget, nnUNetTrainer):
     """From-scratch twin of nnSSLTrainer_10epochs_25iters (stock poly schedule)."""
 
-    def __init__(
-        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _set_budget(self, epochs=10, iterations=25, val_iterations=5)
+    budget_epochs, budget_iterations, budget_val_iterations = 10, 25, 5
 
 
-class nnUNetTrainer_2epochs_5iters_noMirroring(_NoMirroring, nnUNetTrainer):
+class nnUNetTrainer_2epochs_5iters_noMirroring(TrainingBudget, NoMirroring, nnUNetTrainer):
     """From-scratch twin of nnSSLTrainer_2epochs_5iters_noMirroring (stock poly schedule)."""
 
-    def __init__(
-        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _set_budget(self, epochs=2, iterations=5, val_iterations=2)
+    budget_epochs, budget_iterations, budget_val_iterations = 2, 5, 2

@@ -1,6 +1,8 @@
 """Seeded short-schedule trainers for the low-label benchmark (``benchmarks/low_label.py``).
 
-``nnUNetv2_train 502 3d_lowlabel 0 -tr nnSSLTrainer_lowLabel`` with ``nnUNet_n_proc_DA=0``. The arms
+Not part of the nnssl package: ``low_label.py`` imports this module from its folder and appends the folder
+to ``nnUNet_extTrainer``, so that ``nnUNetv2_train 502 3d_lowlabel 0 -tr nnSSLTrainer_lowLabel`` (with
+``nnUNet_n_proc_DA=0``) finds the trainers too (nnU-Net imports every ``.py`` file of such a folder). The arms
 share one budget (``LOW_LABEL_EPOCHS`` x ``LOW_LABEL_ITERATIONS`` steps) and each keeps its own defaults
 otherwise: ``nnSSLTrainer_lowLabel`` (pretrained encoder) and ``nnSSLTrainer_fullTransfer_lowLabel``
 (pretrained encoder and decoder) fine-tune with nnSSLTrainer's schedule (peak 1e-3, 5% warm-up),
@@ -21,13 +23,13 @@ The budget, seed and snapshot fractions are attributes: set them on the instance
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnssl.trainers.nnssl_trainer import nnSSLTrainer
+from nnssl.pretraining.engine.state import seed_everything
+from nnssl.trainers import nnSSLTrainer
+from nnssl.trainers.variants import NoMirroring, TrainingBudget
 
 _CUDA = torch.device("cuda")
 SEED_ENV_VAR = "nnssl_seed"
@@ -38,30 +40,22 @@ SNAPSHOT_FRACTIONS = (0.25, 0.5, 1.0)
 SNAPSHOT_PATTERN = "snapshot_epoch_{:04d}.pth"
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds python's, numpy's and torch's global random generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def snapshot_epochs(num_epochs: int, fractions: tuple[float, ...] = SNAPSHOT_FRACTIONS) -> list[int]:
     """Completed-epoch counts at which to snapshot: ``round(f * num_epochs)``, at least 1, sorted, unique."""
     return sorted({max(1, min(num_epochs, round(f * num_epochs))) for f in fractions})
 
 
-class _LowLabelSchedule:
+class _LowLabelSchedule(TrainingBudget, NoMirroring):
     """Budget, seeding, weight snapshots, no progress plot, no final validation, no mirroring."""
 
+    budget_epochs, budget_iterations, budget_val_iterations = (LOW_LABEL_EPOCHS, LOW_LABEL_ITERATIONS,
+                                                               LOW_LABEL_VAL_ITERATIONS)
     snapshot_fractions: tuple[float, ...] = SNAPSHOT_FRACTIONS
 
     def __init__(
         self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = LOW_LABEL_EPOCHS
-        self.num_iterations_per_epoch = LOW_LABEL_ITERATIONS
-        self.num_val_iterations_per_epoch = LOW_LABEL_VAL_ITERATIONS
         self.seed = int(os.environ.get(SEED_ENV_VAR, "0"))
 
     def initialize(self) -> None:
@@ -88,11 +82,6 @@ class _LowLabelSchedule:
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         self.print_to_log_file("final validation skipped: held-out cases are scored by prediction")
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
 
 
 class nnSSLTrainer_lowLabel(_LowLabelSchedule, nnSSLTrainer):
