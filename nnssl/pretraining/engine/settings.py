@@ -52,7 +52,7 @@ def saved_settings(saved: dict, given: PretrainSettings) -> PretrainSettings:
     overridden = [f"{f.name} {getattr(resumed, f.name)!r} (given {getattr(given, f.name)!r})" for f in fields(given)
                   if getattr(resumed, f.name) != getattr(given, f.name)]
     if overridden:
-        logger.warning("--continue: the run keeps the settings it was started with; ignoring the given %s",
+        logger.warning("--continue: the run keeps the settings it was started with, not the given ones: %s",
                        ", ".join(overridden))
     return resumed
 
