@@ -129,13 +129,32 @@ def _request(args: argparse.Namespace) -> PretrainRequest:
     )
 
 
+# option, attribute, whether a given value is usable, what it must be: checked before any work starts
+_LIMITS = (
+    ("--epochs", "epochs", lambda v: v >= 1, ">= 1"),
+    ("--iterations-per-epoch", "iterations_per_epoch", lambda v: v >= 1, ">= 1"),
+    ("--val-iterations", "val_iterations", lambda v: v >= 1, ">= 1"),
+    ("-b", "batch_size", lambda v: v >= 1, ">= 1"),
+    ("--patch-size", "patch_size", lambda v: min(v) >= 1, "positive"),
+    ("--lr", "lr", lambda v: v > 0, "> 0"),
+    ("--random-patch-fraction", "random_patch_fraction", lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
+    ("--val-fraction", "val_fraction", lambda v: 0.0 <= v < 1.0, "at least 0 and below 1"),
+    ("--save-every-iterations", "save_every_iterations", lambda v: v >= 0, ">= 0"),
+    ("--preview-every", "preview_every", lambda v: v >= 1, ">= 1"),
+    ("--num-workers", "num_workers", lambda v: v >= 0, ">= 0"),
+    ("-np", "num_processes", lambda v: v >= 1, ">= 1"),
+    ("--blockwise-workers", "blockwise_workers", lambda v: v >= 0, ">= 0"),
+    ("--blockwise-min-voxels", "blockwise_min_voxels", lambda v: v >= 0, ">= 0"),
+    ("--spacing", "spacing", lambda v: min(v) > 0, "positive"),
+    ("--features-per-stage", "features_per_stage", lambda v: min(v) >= 1, "positive"),
+)
+
+
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.epochs < 1 or args.iterations_per_epoch < 1:
-        parser.error("--epochs and --iterations-per-epoch must be >= 1")
-    if args.blockwise_workers is not None and args.blockwise_workers < 0:
-        parser.error("--blockwise-workers must be >= 0")
-    if not 0.0 <= args.random_patch_fraction <= 1.0:
-        parser.error("--random-patch-fraction must be between 0 and 1")
+    for option, attribute, usable, requirement in _LIMITS:
+        value = getattr(args, attribute)
+        if value is not None and not usable(value):
+            parser.error(f"{option} must be {requirement} (got {value})")
     if args.dataset is None and args.plans != REQUEST.plans_name:
         parser.error("-p applies to flow 1 (-d); flow 2 names its plans after the planner (-pl)")
 

@@ -33,6 +33,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnssl.worker_processes import die_with_parent
+
 
 def default_num_workers() -> int:
     """nnU-Net's choice (``nnUNet_n_proc_DA`` if set), capped by the machine's cores."""
@@ -59,11 +61,23 @@ class PatchReadingDataset(nnUNetDatasetBlosc2):
         self.mmap_kwargs = {}
 
 
+class WorkerSafeDataLoader(nnUNetDataLoader):
+    """nnU-Net's data loader whose copies in batchgenerators' worker processes end with the main process.
+
+    batchgenerators calls ``set_thread_id`` first thing in each worker (its ``producer``): the one hook into
+    a worker's start that needs no copy of batchgenerators' code.
+    """
+
+    def set_thread_id(self, thread_id: int) -> None:
+        die_with_parent()
+        super().set_thread_id(thread_id)
+
+
 def _loader(folder: str, identifiers: list[str], batch_size: int, patch_size, final_patch_size,
             plans: dict, dataset_json: dict, transforms, random_fraction: float) -> nnUNetDataLoader:
     label_manager = PlansManager(plans).get_label_manager(dataset_json)
     dataset = PatchReadingDataset(folder, identifiers)
-    return nnUNetDataLoader(dataset, batch_size, patch_size, final_patch_size, label_manager,
+    return WorkerSafeDataLoader(dataset, batch_size, patch_size, final_patch_size, label_manager,
                             oversample_foreground_percent=1.0 - random_fraction, transforms=transforms,
                             probabilistic_oversampling=True)
 

@@ -106,10 +106,16 @@ def find_planner_class(name: str) -> type:
     return planner
 
 
-def plan_workspace(workspace: PlanningWorkspace, planner_name: str, gpu_memory_target: float | None) -> dict:
-    """Runs nnU-Net's planner in the workspace and returns the plans it saved."""
+def plan_workspace(workspace: PlanningWorkspace, planner_name: str, gpu_memory_target: float | None,
+                   printed_to: str) -> dict:
+    """Runs nnU-Net's planner in the workspace and returns the plans it saved.
+
+    What the planner prints (its whole configuration dump, with ``print``) is appended to the file
+    ``printed_to`` (the run's log), not shown in the terminal.
+    """
     planner_class = find_planner_class(planner_name)
-    with workspace.paths(), _planner_safe_worker_count():
+    with workspace.paths(), _planner_safe_worker_count(), open(printed_to, "a") as printed, \
+            contextlib.redirect_stdout(printed):
         _, plans_name = plan_experiment_dataset(
             WORKSPACE_DATASET_ID, planner_class, gpu_memory_target_in_gb=gpu_memory_target
         )

@@ -29,6 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
 from nnssl.pretraining.data.tissue_sampling import locations_of_array
+from nnssl.worker_processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _run_all(case_ids, load_case, plans, configuration, dataset_json, partial, n
         for a in args:
             preprocess_one(*a)
         return
-    with get_context("spawn").Pool(min(num_processes, len(case_ids))) as pool:
+    with get_context("spawn").Pool(min(num_processes, len(case_ids)), initializer=die_with_parent) as pool:
         pool.starmap(preprocess_one, args)
 
 

@@ -127,3 +127,24 @@ def test_trainer_without_pretrained_checkpoint(nnunet):
     result = nnunet.run("nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", SHORT_SSL_TRAINER, "-device",
                         "cpu", check=False)
     assert_one_line_error(result, "nnssl_pretrain", tool="")
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--preview-every", "0"], "--preview-every must be >= 1"),  # was a ZeroDivisionError after the first epoch
+    (["-b", "0"], "-b must be >= 1"),  # trained on empty batches
+    (["--lr", "-1"], "--lr must be > 0"),  # was torch's ValueError after preprocessing
+    (["--num-workers", "-1"], "--num-workers must be >= 0"),  # hung waiting for batches
+    (["--spacing", "0", "1", "1"], "--spacing must be positive"),
+    (["--val-iterations", "0"], "--val-iterations must be >= 1"),
+])
+def test_bad_option_values_fail_before_any_work(nnunet, folder, option, expected):
+    write_nifti(folder / "a_0000.nii.gz", good_volume())
+    assert_one_line_error(pretrain(nnunet, folder, "-o", str(folder.parent / "run"), *option), expected)
+    assert not (folder.parent / "run").exists()
+
+
+def test_bad_method_setting_fails_before_any_work(nnunet, folder):
+    write_nifti(folder / "a_0000.nii.gz", good_volume())
+    assert_one_line_error(pretrain(nnunet, folder, "-o", str(folder.parent / "run"), "--mask-ratio", "1.5"),
+                          "mask_ratio must be in (0, 1)")
+    assert not (folder.parent / "run").exists()

@@ -27,6 +27,7 @@ from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
 from nnssl.pretraining.data import resampling
 from nnssl.pretraining.data.tissue_sampling import GridPart, block_sums
+from nnssl.worker_processes import die_with_parent
 
 
 def band_buffers(workers: int) -> int:
@@ -181,6 +182,7 @@ _worker: dict = {}  # in a worker process: its band buffers, case and scratch (i
 
 
 def _start_worker() -> None:
+    die_with_parent()
     import torch
 
     torch.set_num_threads(1)  # one core per worker; OpenMP threads would only contend

@@ -15,6 +15,7 @@ from nnssl.pretraining.data.image_discovery import UnlabeledCase, channel_count
 from nnssl.pretraining.data.image_reading import CaseLoader
 from nnssl.pretraining.data.lazy_volumes import is_large_case
 from nnssl.pretraining.engine import distributed
+from nnssl.pretraining.engine.reporting import LOG_FILE
 from nnssl.pretraining.engine.schedule import local_batch_size
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest
 
@@ -45,7 +46,9 @@ def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: 
                                     lambda case_id, n: blockwise.fingerprint_entry(by_id[case_id], n),
                                     _large_cases(cases, request.blockwise_min_voxels))
     logger.info("planning with nnU-Net's %s", request.planner)
-    plans = planning.plan_workspace(workspace, request.planner, request.gpu_memory_target)
+    log_file = os.path.join(out, LOG_FILE)
+    plans = planning.plan_workspace(workspace, request.planner, request.gpu_memory_target, log_file)
+    logger.info("nnU-Net's planner output: %s", log_file)
     config = request.configuration
     get_configuration(plans, config, f"plans of {request.planner}")
     if request.features_per_stage:
