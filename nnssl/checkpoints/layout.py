@@ -6,7 +6,7 @@ import os
 
 from nnssl.errors import NnsslError
 
-# the names nnU-Net gives its own training checkpoints too (``fold_0/checkpoint_final.pth``)
+# the names nnU-Net gives its own training checkpoints too (in ``fold_X/``)
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 RESULTS_ENV = "nnUNet_results"
@@ -14,7 +14,7 @@ PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
 
 
 def results_root(hint: str = "") -> str:
-    """``$nnUNet_results``; an NnsslError saying how to set it (plus ``hint``) when it is not set."""
+    """nnU-Net's results folder; an NnsslError saying how to set it (plus ``hint``) when it is not set."""
     root = os.environ.get(RESULTS_ENV)
     if not root:
         raise NnsslError(f"{RESULTS_ENV} is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths){hint}")
@@ -22,7 +22,7 @@ def results_root(hint: str = "") -> str:
 
 
 def flow1_run_folder(results: str, dataset_name: str, method: str, plans_name: str, configuration: str) -> str:
-    """``<results>/<dataset_name>/nnsslPretrain_<method>__<plans_name>__<configuration>``: a flow-1 run."""
+    """``<results>/<dataset_name>/<PRETRAIN_FOLDER_PREFIX><method>__<plans_name>__<configuration>``: a flow-1 run."""
     return os.path.join(results, dataset_name, f"{PRETRAIN_FOLDER_PREFIX}{method}__{plans_name}__{configuration}")
 
 

@@ -171,7 +171,7 @@ def check_patch_size(patch_size: list[int], total_stride: list[int], checkpoint_
 
 
 def checkpoint_reference(checkpoint_file: str) -> str:
-    """The checkpoint path as recorded in the plans: relative to ``$nnUNet_results`` when it lies there."""
+    """The checkpoint path as recorded in the plans: relative to the results folder when it lies there."""
     path = os.path.realpath(checkpoint_file)
     results = os.environ.get(RESULTS_ENV)
     if results:

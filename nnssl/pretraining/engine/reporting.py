@@ -113,7 +113,7 @@ def describe_figures(figures: dict[str, float], ratio: float | None) -> str:
 
 
 def progress_summary(history: dict, epochs_done: int) -> dict:
-    """What ``nnssl_run.json`` records of a run's progress: the last epoch's losses and figures, and the
+    """What the run file records of a run's progress: the last epoch's losses and figures, and the
     ``val / trivial`` ratio of every epoch."""
     summary = {"epochs_done": epochs_done, "train_loss": history["train_losses"][-1],
                "val_loss": history["val_losses"][-1],
