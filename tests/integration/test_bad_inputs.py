@@ -148,3 +148,31 @@ def test_bad_method_setting_fails_before_any_work(nnunet, folder):
     assert_one_line_error(pretrain(nnunet, folder, "-o", str(folder.parent / "run"), "--mask-ratio", "1.5"),
                           "mask_ratio must be in (0, 1)")
     assert not (folder.parent / "run").exists()
+
+
+def test_images_too_small_for_a_unet(nnunet, folder):
+    """nnU-Net plans a 1-stage network for 2x4x4 images: refused after planning, nothing left behind."""
+    for i in range(2):
+        write_nifti(folder / f"tiny{i}_0000.nii.gz", good_volume(i)[:2, :4, :4])
+    assert_one_line_error(pretrain(nnunet, folder), "1-stage network")
+
+
+def test_output_folder_that_cannot_be_created(nnunet, folder):
+    write_nifti(folder / "a_0000.nii.gz", good_volume())
+    blocker = folder.parent / "a_file"
+    blocker.write_text("not a folder")
+    result = pretrain(nnunet, folder, "-o", str(blocker / "run"))
+    assert_one_line_error(result, "cannot create the output folder")
+
+
+def test_unavailable_device_fails_before_any_work(nnunet, folder):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    write_nifti(folder / "a_0000.nii.gz", good_volume())
+    out = folder.parent / "run_cuda"
+    result = nnunet.run("nnssl_pretrain", "-i", str(folder), "-o", str(out), "-device", "cuda", check=False,
+                        timeout=120)
+    assert_one_line_error(result, "no CUDA device available")
+    assert not out.exists()  # refused before planning or preprocessing wrote anything

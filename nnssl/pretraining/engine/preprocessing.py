@@ -31,6 +31,16 @@ def _check_patch_size(plans: dict, configuration: str, patch_size: list[int] | N
                          f"total stride {stride}")
 
 
+def _check_network_depth(plans: dict, configuration: str, cases: list[UnlabeledCase]) -> None:
+    """nnU-Net plans a single-stage network for tiny images (a few voxels per axis): no encoder to pretrain."""
+    cm = get_configuration(plans, configuration)
+    stages = len(cm.network_arch_init_kwargs["strides"])
+    if stages < 2:
+        raise NnsslError(f"{cases[0].image_files[0]}: nnU-Net planned a {stages}-stage network (patch "
+                         f"{list(cm.patch_size)}) for these images: too small for a U-Net encoder to pretrain; "
+                         "use images of at least 16 voxels per axis")
+
+
 def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: str) -> tuple[dict, dict, str]:
     """Flow 2: fingerprint + nnU-Net planner in the private workspace; returns (plans, dataset_json, data root)."""
     workspace = planning.PlanningWorkspace(out)
@@ -82,6 +92,7 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
         os.makedirs(out, exist_ok=True)
         plans, dataset_json, data_root = _plan_standalone(request, cases, out)
     _check_patch_size(plans, request.configuration, request.settings.patch_size)
+    _check_network_depth(plans, request.configuration, cases)
     cm = get_configuration(plans, request.configuration)
     data_folder = os.path.join(data_root, f"nnssl_{cm.data_identifier}")
     target_spacing = [0.0] * 3

@@ -54,6 +54,7 @@ def run(request: PretrainRequest) -> str:
     same preprocessed data (``nnssl.pretraining.engine.distributed``: a shared file system across nodes).
     """
     request.settings.check()
+    _device(request.device)  # an unavailable device fails now, not after preprocessing
     main = distributed.is_main()
     out, cases, dataset_folder = prepare(request, check_voxels=main)
     final = os.path.join(out, FINAL_CHECKPOINT)

@@ -28,7 +28,21 @@ def holds_run(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, f)) for f in (RUN_FILE, FINAL_CHECKPOINT, LATEST_CHECKPOINT))
 
 
+def check_creatable(folder: str) -> None:
+    """A one-line error, before any work, when ``folder`` cannot be created or written to."""
+    existing = os.path.abspath(folder)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NnsslError(f"{folder}: cannot create the output folder: {existing} is not a folder; "
+                         "choose another output folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NnsslError(f"{folder}: cannot create the output folder: {existing} is not writable; "
+                         "choose another output folder")
+
+
 def check_fresh_output(folder: str) -> None:
+    check_creatable(folder)
     if holds_run(folder):
         raise NnsslError(
             f"{folder}: holds another pretraining run; resume it with --continue or choose another output folder"
