@@ -68,9 +68,9 @@ def _expected_channels(dataset_folder: str) -> int:
         return len(json.load(f)["channel_names"])
 
 
-def prepare(request: PretrainRequest, check_voxels: bool = True) -> tuple[str, list[UnlabeledCase], str | None]:
-    """Cheap checks, then (``check_voxels``) the voxel checks; returns (run folder, usable cases, flow-1
-    dataset folder or None)."""
+def prepare(request: PretrainRequest) -> tuple[str, list[UnlabeledCase], str | None]:
+    """The cheap checks (folders, file names, headers; no voxel read); returns (run folder, the cases found,
+    flow-1 dataset folder or None). ``check_cases`` checks the voxels."""
     dataset_folder = None
     if request.dataset is not None:
         dataset_folder, out = _flow1_locations(request)
@@ -85,7 +85,4 @@ def prepare(request: PretrainRequest, check_voxels: bool = True) -> tuple[str, l
         run_folder.read_run_file(out)
     else:
         run_folder.check_fresh_output(out)
-    cases = discover_cases(request.inputs, request.spacing, expected)
-    if not check_voxels:
-        return out, cases, dataset_folder
-    return out, check_cases(cases, request.blockwise_min_voxels), dataset_folder
+    return out, discover_cases(request.inputs, request.spacing, expected), dataset_folder

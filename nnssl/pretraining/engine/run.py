@@ -17,7 +17,7 @@ from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.pretraining.data.image_discovery import UnlabeledCase
 from nnssl.pretraining.engine import distributed, run_folder
-from nnssl.pretraining.engine.inputs import prepare
+from nnssl.pretraining.engine.inputs import check_cases, prepare
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest, saved_settings
 
 if TYPE_CHECKING:
@@ -54,9 +54,11 @@ def run(request: PretrainRequest) -> str:
     same preprocessed data (``nnssl.pretraining.engine.distributed``: a shared file system across nodes).
     """
     request.settings.check()
-    _device(request.device)  # an unavailable device fails now, not after preprocessing
     main = distributed.is_main()
-    out, cases, dataset_folder = prepare(request, check_voxels=main)
+    out, cases, dataset_folder = prepare(request)
+    _device(request.device)  # an unavailable device fails with the cheap checks, before any voxel is read
+    if main:
+        cases = check_cases(cases, request.blockwise_min_voxels)
     final = os.path.join(out, FINAL_CHECKPOINT)
     if request.continue_run and os.path.isfile(final):
         if main:
