@@ -61,18 +61,21 @@ def write_run_file(folder: str, run: dict) -> None:
     write_atomic(os.path.join(folder, RUN_FILE), lambda f: json.dump(run, f, indent=2), binary=False)
 
 
+def _stored_run(folder: str) -> dict:
+    """The run file's contents ({} when there is none yet)."""
+    path = os.path.join(folder, RUN_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def recorded_progress(folder: str) -> dict:
     """What ``record_progress`` stored in the run file of ``folder`` (empty before the first epoch's end)."""
-    with open(os.path.join(folder, RUN_FILE)) as f:
-        return json.load(f).get("progress", {})
+    return _stored_run(folder).get("progress", {})
 
 
 def record_progress(folder: str, progress: dict) -> None:
     """Stores ``progress`` (the losses and learning figures of the last epoch) under ``"progress"`` in the
     run file, keeping what it holds (the request and settings)."""
-    path = os.path.join(folder, RUN_FILE)
-    run = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            run = json.load(f)
-    write_run_file(folder, {**run, "progress": progress})
+    write_run_file(folder, {**_stored_run(folder), "progress": progress})
