@@ -15,6 +15,7 @@ import os
 import sys
 
 from nnssl.cli.common import run_cli, setup_logging
+from nnssl.errors import NnsslError
 
 DESCRIPTION = __doc__
 # the metric families of nnssl.evaluation.metrics (named here so that -h needs no heavy import)
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     families = [f for f in FAMILIES if f in args.metrics]  # the canonical order, once each
 
     def body() -> int:
+        for flag, folder in (("-ref", args.ref), ("-pred", args.pred)):
+            if not os.path.isdir(folder):  # before the metric libraries are imported (seconds)
+                raise NnsslError(f"{folder}: no such folder; check {flag}")
         from nnssl.evaluation.folders import evaluate_folders
         from nnssl.evaluation.metrics import HEADLINE_KEYS
         from nnssl.evaluation.summary import format_table
