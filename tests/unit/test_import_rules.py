@@ -61,6 +61,9 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
         "nnssl.pretraining.data": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers"),
         "nnssl.pretraining.methods": ("nnssl.pretraining.engine", "nnssl.pretraining.data", "nnssl.trainers"),
         "nnssl.trainers": ("nnssl.pretraining",),
+        # scoring reads label files only: no nnU-Net, network, checkpoint or pretraining run
+        "nnssl.evaluation": ("nnssl.nnunet_adapter", "nnssl.pretraining.engine", "nnssl.pretraining.methods",
+                             "nnssl.trainers", "nnssl.checkpoints", "nnssl.demo"),
     }
     for layer, above in layers.items():
         rules += [((lambda m, layer=layer: within(m, layer)), target, f"{layer} is below {target}") for target in above]
