@@ -26,7 +26,7 @@ from nnssl.errors import NnsslError
 
 OUTPUT_CHUNK = 64  # voxels per axis of a full-resolution chunk
 MIN_LEVEL_BLOCK = 16  # a pyramid level stops when a block's share of it would be smaller than this
-MAX_TOP_LEVEL = 256  # …or when the previous level already fits this many voxels per axis
+MAX_TOP_LEVEL = 128  # …or when the previous level already fits this many voxels per axis
 PARTIAL_SUFFIX = ".partial"
 SETTINGS_FILE = "nnssl_prediction_settings.json"
 PROBABILITIES_GROUP = "probabilities"

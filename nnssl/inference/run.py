@@ -20,6 +20,7 @@ from nnssl.atomic_files import write_atomic
 from nnssl.errors import NnsslError
 from nnssl.inference.output import PARTIAL_SUFFIX, label_image_path, write_tiff_planes
 from nnssl.pretraining.data.image_discovery import LAZY_ENDINGS, UnlabeledCase, channel_count, discover_cases
+from nnssl.pretraining.data.lazy_volumes import open_case_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def find_cases(request: PredictRequest) -> tuple[list[UnlabeledCase], list[Unlab
     lazy = [c for c in cases if c.file_ending in LAZY_ENDINGS]
     todo = []
     for case in lazy:
+        open_case_volumes(case)  # headers: unreadable or 2D inputs fail here, before the model loads
         final = final_output(request, case)
         partial = label_image_path(request.output_folder, case.identifier) + PARTIAL_SUFFIX
         if os.path.exists(final):
