@@ -51,7 +51,7 @@ class FakeModel:
     @torch.inference_mode()
     def predict_tiles(self, tiles):
         # the tile's own mean makes the prediction depend on where the tile lies (as a real network's context)
-        return self.conv(tiles) + tiles.mean()
+        return self.conv(tiles) + tiles.mean(dim=(1, 2, 3, 4), keepdim=True)
 
     def segmentation(self, logits):
         return logits.argmax(0).numpy().astype(np.uint8)
@@ -93,6 +93,17 @@ def test_blocks_give_the_whole_image_prediction(shape, transpose, prep_shape, sm
     blocked, blocks = blockwise_logits(image, transpose, prep_shape, small)
     assert len(blocks) > 8
     np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-4)
+
+
+def test_tiles_predicted_in_batches_give_the_same_logits(monkeypatch):
+    """On a GPU several tiles go through the network together; every tile must keep its own place and weight."""
+    from nnssl.inference import block_prediction
+
+    image = np.random.default_rng(2).normal(size=(24, 40, 56)).astype(np.float32)
+    one_by_one, _ = blockwise_logits(image, [0, 1, 2], (24, 40, 56), (16, 16, 16))
+    monkeypatch.setattr(block_prediction, "tiles_per_batch", lambda device, patch: 5)
+    batched, _ = blockwise_logits(image, [0, 1, 2], (24, 40, 56), (16, 16, 16))
+    np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-4)
 
 
 def test_the_halo_is_the_reach_of_the_tiles():
