@@ -96,13 +96,17 @@ def predict_folder(request: PredictRequest, load_model, options) -> list[dict]:
     os.makedirs(request.output_folder, exist_ok=True)
     summaries = []
     for case in block_cases:
-        summary = predict_case(model, case, request.output_folder, options)
+        label_image = label_image_path(request.output_folder, case.identifier)
+        if request.output_format == "tiff-planes" and os.path.isdir(label_image):  # killed while writing planes
+            summary = {"case": case.identifier, "output": label_image, "resumed": "planes"}
+        else:
+            summary = predict_case(model, case, request.output_folder, options)
+            log_case(summary)
         if request.output_format == "tiff-planes" and distributed.is_main():
             write_tiff_planes(summary["output"], final_output(request, case), case.identifier)
             shutil.rmtree(summary["output"])
             summary["output"] = final_output(request, case)
         distributed.barrier()
-        log_case(summary)
         summaries.append(summary)
     mine = nnunet_cases[distributed.rank()::distributed.world_size()]
     if mine:
