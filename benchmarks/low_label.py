@@ -9,7 +9,8 @@ its own defaults and the same epochs and iterations: ``scratch`` (``nnUNetTraine
 schedule), ``mae_encoder`` and ``sparkmae_encoder`` (``nnSSLTrainer_lowLabel``, encoder transfer) and
 ``mae_full`` (``nnSSLTrainer_fullTransfer_lowLabel``, encoder + decoder), over 5 seeds (one labelled subset
 per k and seed, one fold of a hand-written ``splits_final.json``). Held-out volumes (8) are predicted with
-nnU-Net's predictor at 25, 50 and 100% of the fine-tuning steps; Dice per structure.
+nnU-Net's predictor at 25, 50 and 100% of the fine-tuning steps; Dice per structure, and beside it the
+detection F1 of the nuclei and the clDice of the vessels at the end (``nnssl.evaluation``, as nnssl_evaluate).
 
 Per k, structure and pretrained arm: the paired difference pretrained - scratch over seeds (each seed's Dice
 is the mean over the held-out volumes) with a 95% t confidence interval.
@@ -163,8 +164,9 @@ def run_finetunes(out: str, settings: Settings, folds: list[dict], dataset: str,
                 records.append({"arm": arm, "k": fold["k"], "seed": fold["seed"], "fold": fold["fold"],
                                 "epochs": epochs, "fraction": epochs / settings.finetune_epochs,
                                 "steps": epochs * settings.finetune_iterations, **per_structure})
-            final = ", ".join(f"{s} {v:.3f}" for s, v in scores[max(scores)].items())
-            log(f"k={fold['k']} seed={fold['seed']} {arm}: Dice {final} (train {t1 - t0:.0f} s, "
+            named = {s: f"{s} Dice" for s in parts.STRUCTURES.values()}  # beside "nuclei_F1", "vessels_clDice"
+            final = ", ".join(f"{named.get(s, s)} {v:.3f}" for s, v in scores[max(scores)].items())
+            log(f"k={fold['k']} seed={fold['seed']} {arm}: {final} (train {t1 - t0:.0f} s, "
                 f"predict {time.monotonic() - t1:.0f} s)", start)
     os.environ.pop(PRETRAINED_ENV_VAR, None)
     with open(os.path.join(out, "timings.json"), "w") as f:
@@ -246,6 +248,12 @@ def markdown_tables(summary: dict, iterations: int) -> str:
               f"{summary['target_gain_met']}; "
               f"target convergence (50% of the steps reach scratch's final Dice at k <= {LOW_K}): "
               f"{summary['target_convergence_met']}"]
+    lines += ["", "Beside Dice, at the end (mean ± sd over seeds): " + ", ".join(summary["second_metrics"]), "",
+              "| k | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for k in ks:
+        cells = [" / ".join(f"{v[a][k][0]:.3f} ± {v[a][k][1]:.3f}" for v in summary["second_metrics"].values())
+                 for a in arms]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -307,6 +315,9 @@ def final_line(summary: dict) -> dict:
         "steps": [e * summary["settings"]["finetune_iterations"] for e in summary["epochs"]],
         "paired_differences": {name: {str(k): [r3(d["mean"]), r3(d["low"]), r3(d["high"])] for k, d in per_k.items()}
                                for name, per_k in summary["paired_differences"].items()},
+        "second_metrics": {key: {a: {str(k): [r3(m), r3(sd)] for k, (m, sd) in per_k.items()}
+                                 for a, per_k in per_arm.items()}
+                           for key, per_arm in summary["second_metrics"].items()},
         "target_gain_met": summary["target_gain_met"],
         "target_convergence_met": summary["target_convergence_met"],
         "pretraining_val_over_trivial": {m: r3(v) for m, v in summary["pretraining_val_over_trivial"].items()},
@@ -376,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{m} {pretraining_ratio(os.path.dirname(c)):.3f}" for m, c in checkpoints.items()), start)
     records = run_finetunes(out, settings, folds, dataset, checkpoints, start)
     summary = summarize(records, settings.ks, list(ARMS), list(parts.STRUCTURES.values()))
+    summary.update(second_metrics=parts.second_metrics_final(records, settings.ks, list(ARMS)))
     summary.update(settings={**asdict(settings), "pretrain_epochs": settings.pretrain_epochs},
                    unlabeled_volumes=n_unlabeled, pretrain_s=round(pretrain_s, 1),
                    pretraining_val_over_trivial={m: pretraining_ratio(os.path.dirname(c))

@@ -1,5 +1,6 @@
 """Pieces of the low-label benchmark (``benchmarks/low_label.py``): the synthetic two-structure task, the
-nnU-Net dataset with one split per labelled subset, the unlabeled pool, seeded fine-tuning and scoring.
+nnU-Net dataset with one split per labelled subset, the unlabeled pool, seeded fine-tuning and scoring (Dice per
+structure, plus detection F1 for the nuclei and clDice for the vessels, from ``nnssl.evaluation``).
 
 The task: light-sheet-like volumes holding clustered, touching nucleus-like ellipsoids with chromatin
 texture (label 1) and thin, dim vessel-like tubes (label 2), plus unlabelled punctate debris, seen
@@ -30,11 +31,15 @@ from scipy import ndimage
 
 from nnssl.demo.evaluate import dice
 from nnssl.demo.synthetic import DEFAULT_SPACING, PSF_SIGMA_UM, tube_centerline, write_image
+from nnssl.evaluation.summary import nan_mean
 
 DATASET_ID = 502
 DATASET_NAME = "LowLabelLSM"
 CONFIGURATION = "3d_lowlabel"
 STRUCTURES = {1: "nuclei", 2: "vessels"}
+# beside Dice, each structure's own metric (nnssl.evaluation, as nnssl_evaluate computes it): detection F1 over
+# connected components for the nuclei, centreline Dice for the vessels; recorded as "<structure>_<metric>"
+SECOND_METRICS = {"nuclei": ("instances", "F1"), "vessels": ("cldice", "clDice")}
 REAL_VOLUMES_SCRIPT = Path(__file__).resolve().parent / "get_real_volumes.sh"
 BACKGROUND = 100.0
 AMPLITUDE = 220.0
@@ -277,9 +282,44 @@ def load_test_cases(dataset_folder: str) -> list[tuple[str, np.ndarray, np.ndarr
     return cases
 
 
+def second_metric_keys() -> list[str]:
+    """The record keys of the structures' second metrics: ["nuclei_F1", "vessels_clDice"]."""
+    return [f"{name}_{key}" for name, (_, key) in SECOND_METRICS.items()]
+
+
+def case_scores(segmentation: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """One held-out case (Z, Y, X label maps): Dice per structure and each structure's second metric
+    ({"nuclei": Dice, "nuclei_F1": F1, "vessels": Dice, "vessels_clDice": clDice}; NaN where both lack it)."""
+    from nnssl.evaluation.metrics import label_metrics
+
+    scores = {}
+    for value, name in STRUCTURES.items():
+        scores[name] = dice(segmentation, label, value)
+        family, key = SECOND_METRICS[name]
+        scores[f"{name}_{key}"] = label_metrics(segmentation == value, label == value, [family])[key]
+    return scores
+
+
+def second_metrics_final(records: list[dict], ks: Sequence[int], arms: Sequence[str]) -> dict:
+    """{"<structure>_<metric>": {arm: {k: (mean, sd) over seeds}}} at the last snapshot (the seed's value is
+    its mean over the held-out cases)."""
+    last = max(r["epochs"] for r in records)
+    summary: dict = {}
+    for key in second_metric_keys():
+        summary[key] = {}
+        for arm in arms:
+            summary[key][arm] = {}
+            for k in ks:
+                values = [r[key] for r in records if r["arm"] == arm and r["k"] == k and r["epochs"] == last]
+                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                summary[key][arm][k] = (float(np.mean(values)), sd)
+    return summary
+
+
 def score_snapshots(trainer, test_cases: list, device: str) -> dict[int, dict[str, float]]:
-    """Dice per structure (mean over the held-out cases) of every weight snapshot of ``trainer``, predicted
-    with nnU-Net's predictor (sliding window, no mirroring): {epochs done: {structure: Dice}}."""
+    """Dice per structure and each structure's second metric (``case_scores``; means over the held-out cases)
+    of every weight snapshot of ``trainer``, predicted with nnU-Net's predictor (sliding window, no
+    mirroring): {epochs done: {"nuclei": Dice, "nuclei_F1": F1, "vessels": Dice, "vessels_clDice": clDice}}."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -294,11 +334,10 @@ def score_snapshots(trainer, test_cases: list, device: str) -> dict[int, dict[st
         network = getattr(trainer.network, "_orig_mod", trainer.network)
         predictor.manual_initialization(network, trainer.plans_manager, trainer.configuration_manager, [weights],
                                         trainer.dataset_json, type(trainer).__name__, None)
-        per_case = {name: [] for name in STRUCTURES.values()}
+        per_case = []
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             for _, image, label, spacing in test_cases:
                 segmentation = predictor.predict_single_npy_array(image, {"spacing": spacing})
-                for value, name in STRUCTURES.items():
-                    per_case[name].append(dice(segmentation, label, value))
-        scores[epochs] = {name: float(np.mean(values)) for name, values in per_case.items()}
+                per_case.append(case_scores(segmentation, label))
+        scores[epochs] = {key: nan_mean([case[key] for case in per_case]) for key in per_case[0]}
     return scores

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        from nnssl.pretraining.engine import distributed
+        from nnssl import distributed
         from nnssl.pretraining.engine.run import run
 
         final = run(_request(args))

@@ -49,7 +49,7 @@ def test_batch_split_follows_nnunet():
 
 
 def test_single_process_helpers_are_no_ops(monkeypatch):
-    from nnssl.pretraining.engine import distributed
+    from nnssl import distributed
 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

@@ -57,10 +57,18 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
     ]
     # the layers of the "Where things live" table: nothing imports a layer above its own
     layers = {
-        "nnssl.nnunet_adapter": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers"),
-        "nnssl.pretraining.data": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers"),
+        "nnssl.nnunet_adapter": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers",
+                                 "nnssl.inference"),
+        "nnssl.pretraining.data": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers",
+                                   "nnssl.inference"),
+        # prediction reads volumes as pretraining does and runs nnU-Net's model: no training, no SSL method
+        "nnssl.inference": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers",
+                            "nnssl.evaluation", "nnssl.demo"),
         "nnssl.pretraining.methods": ("nnssl.pretraining.engine", "nnssl.pretraining.data", "nnssl.trainers"),
         "nnssl.trainers": ("nnssl.pretraining",),
+        # scoring reads label files only: no nnU-Net, network, checkpoint or pretraining run
+        "nnssl.evaluation": ("nnssl.nnunet_adapter", "nnssl.pretraining.engine", "nnssl.pretraining.methods",
+                             "nnssl.trainers", "nnssl.checkpoints", "nnssl.demo"),
     }
     for layer, above in layers.items():
         rules += [((lambda m, layer=layer: within(m, layer)), target, f"{layer} is below {target}") for target in above]

@@ -4,7 +4,7 @@ atomic checkpoints and ``--continue``; DistributedDataParallel under ``torchrun`
 Network, data and augmentation come from nnU-Net through ``nnssl.nnunet_adapter``; the SSL objective
 from a registered method (``nnssl.pretraining.methods.registry``).
 
-With several processes (``nnssl.pretraining.engine.distributed``) every process runs this loop:
+With several processes (``nnssl.distributed``) every process runs this loop:
 
 * the global batch (``-b`` or the plans') is split over the processes as nnU-Net splits it
   (``local_batch_size``); each process does ``iterations_per_epoch`` steps per epoch;
@@ -31,13 +31,14 @@ import torch
 from tqdm import tqdm
 
 import nnssl
+from nnssl import distributed
 from nnssl.checkpoints import files as ckpt
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, adaptation_plan_from_metadata
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.nnunet_adapter import dataloading
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
-from nnssl.pretraining.engine import distributed, run_folder
+from nnssl.pretraining.engine import run_folder
 from nnssl.pretraining.engine.reporting import (
     describe_figures,
     learning_check_epoch,

@@ -7,6 +7,7 @@ import os
 
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 
+from nnssl import distributed
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import fingerprint, planning, preprocess
 from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
@@ -14,7 +15,6 @@ from nnssl.pretraining.data import blockwise_preprocessing as blockwise
 from nnssl.pretraining.data.image_discovery import UnlabeledCase, channel_count
 from nnssl.pretraining.data.image_reading import CaseLoader
 from nnssl.pretraining.data.lazy_volumes import is_large_case
-from nnssl.pretraining.engine import distributed
 from nnssl.pretraining.engine.reporting import LOG_FILE
 from nnssl.pretraining.engine.schedule import local_batch_size
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest

@@ -12,11 +12,12 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
+from nnssl import distributed
 from nnssl.checkpoints.files import remove_stale_temporaries
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.pretraining.data.image_discovery import UnlabeledCase
-from nnssl.pretraining.engine import distributed, run_folder
+from nnssl.pretraining.engine import run_folder
 from nnssl.pretraining.engine.inputs import check_cases, prepare
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest, saved_settings
 
@@ -51,7 +52,7 @@ def run(request: PretrainRequest) -> str:
 
     Under ``torchrun`` every process runs the cheap checks; rank 0 alone checks the voxels, plans,
     preprocesses and writes the run file while the others wait, then every process trains on the
-    same preprocessed data (``nnssl.pretraining.engine.distributed``: a shared file system across nodes).
+    same preprocessed data (``nnssl.distributed``: a shared file system across nodes).
     """
     request.settings.check()
     main = distributed.is_main()

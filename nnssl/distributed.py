@@ -1,4 +1,4 @@
-"""Process group of a ``torchrun`` launch (DistributedDataParallel pretraining).
+"""Process group of a ``torchrun`` launch (DistributedDataParallel pretraining, block-parallel prediction).
 
 ``torchrun`` starts one process per GPU and describes the launch in the environment variables
 ``WORLD_SIZE``, ``RANK`` (global) and ``LOCAL_RANK`` (on this node). Without them, or with a world
@@ -96,7 +96,7 @@ def init(device: str) -> None:
     dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT, device_id=cuda_device)
     if not is_main():
         logging.getLogger("nnssl").setLevel(logging.WARNING)
-    logger.info("distributed pretraining: %d processes, backend %s", world_size(), backend)
+    logger.info("distributed run: %d processes, backend %s", world_size(), backend)
 
 
 def barrier() -> None:

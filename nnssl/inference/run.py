@@ -1,0 +1,137 @@
+"""``nnssl_predict`` over an input folder: checks, the model, every case, and the summary.
+
+Cases in lazily readable formats (TIFF stacks, plane folders, Zarr, OME-Zarr) are predicted block by block
+(``case_prediction``); NIfTI, MHA and NRRD cases go to nnU-Net's own predictor unchanged, and come out as
+nnU-Net writes them. Everything that can be checked without the model is checked before it is loaded, and
+nothing is overwritten: an existing output needs ``--continue`` (finished cases are then kept, unfinished
+ones resumed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+from nnssl import distributed
+from nnssl.atomic_files import write_atomic
+from nnssl.errors import NnsslError
+from nnssl.inference.output import PARTIAL_SUFFIX, label_image_path, write_tiff_planes
+from nnssl.pretraining.data.image_discovery import LAZY_ENDINGS, UnlabeledCase, channel_count, discover_cases
+from nnssl.pretraining.data.lazy_volumes import open_case_volumes
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "predict_summary.json"
+OUTPUT_FORMATS = ("ome-zarr", "tiff-planes")
+
+
+@dataclass
+class PredictRequest:
+    input_folder: str
+    output_folder: str
+    resume: bool = False
+    output_format: str = "ome-zarr"
+    spacing: list[float] | None = None
+
+
+def final_output(request: PredictRequest, case: UnlabeledCase) -> str:
+    """Where a block-wise case's result ends up."""
+    if request.output_format == "tiff-planes":
+        return os.path.join(request.output_folder, case.identifier)
+    return label_image_path(request.output_folder, case.identifier)
+
+
+def find_cases(request: PredictRequest) -> tuple[list[UnlabeledCase], list[UnlabeledCase]]:
+    """(cases to predict block by block, cases for nnU-Net's predictor), checked against existing outputs."""
+    cases = discover_cases([request.input_folder], request.spacing)
+    lazy = [c for c in cases if c.file_ending in LAZY_ENDINGS]
+    todo = []
+    for case in lazy:
+        open_case_volumes(case)  # headers: unreadable or 2D inputs fail here, before the model loads
+        final = final_output(request, case)
+        partial = label_image_path(request.output_folder, case.identifier) + PARTIAL_SUFFIX
+        if os.path.exists(final):
+            if not request.resume:
+                raise NnsslError(f"{final}: exists; pass --continue to keep finished cases, or remove it")
+            logger.info("%s: finished earlier, kept", case.identifier)
+            continue
+        if os.path.exists(partial) and not request.resume:
+            raise NnsslError(f"{partial}: an unfinished prediction; pass --continue to resume it, or remove it")
+        todo.append(case)
+    return todo, [c for c in cases if c.file_ending not in LAZY_ENDINGS]
+
+
+def check_channels(cases: list[UnlabeledCase], expected: int) -> None:
+    for case in cases:
+        found = channel_count(case)
+        if found != expected:
+            raise NnsslError(f"{case.image_files[0]}: {found} channel(s), the model takes {expected}; "
+                             f"give each case the model's channels (CASE_0000 .. CASE_{expected - 1:04d})")
+
+
+def delegated_outputs(request: PredictRequest, cases: list[UnlabeledCase], file_ending: str) -> list[UnlabeledCase]:
+    """The NIfTI/MHA/NRRD cases still to predict (existing results need --continue and are then kept)."""
+    todo = []
+    for case in cases:
+        target = os.path.join(request.output_folder, case.identifier + file_ending)
+        if os.path.exists(target):
+            if not request.resume:
+                raise NnsslError(f"{target}: exists; pass --continue to keep finished cases, or remove it")
+            continue
+        todo.append(case)
+    return todo
+
+
+def predict_folder(request: PredictRequest, load_model, options) -> list[dict]:
+    """Predicts every case; ``load_model()`` returns the ``TrainedModel`` (called after the cheap checks)."""
+    from nnssl.inference.case_prediction import predict_case
+
+    block_cases, nnunet_cases = find_cases(request)
+    model = load_model()
+    check_channels(block_cases + nnunet_cases, model.num_input_channels)
+    nnunet_cases = delegated_outputs(request, nnunet_cases, model.file_ending)
+    os.makedirs(request.output_folder, exist_ok=True)
+    summaries = []
+    for case in block_cases:
+        summary = predict_case(model, case, request.output_folder, options)
+        if request.output_format == "tiff-planes" and distributed.is_main():
+            write_tiff_planes(summary["output"], final_output(request, case), case.identifier)
+            shutil.rmtree(summary["output"])
+            summary["output"] = final_output(request, case)
+        distributed.barrier()
+        log_case(summary)
+        summaries.append(summary)
+    mine = nnunet_cases[distributed.rank()::distributed.world_size()]
+    if mine:
+        logger.info("%d NIfTI/MHA/NRRD case(s): nnU-Net's own predictor", len(mine))
+        outputs = [os.path.join(request.output_folder, c.identifier) for c in mine]
+        model.predict_files([c.image_files for c in mine], outputs, options.save_probabilities, overwrite=True)
+        summaries += [{"case": c.identifier, "output": o + model.file_ending, "predictor": "nnU-Net"}
+                      for c, o in zip(mine, outputs)]
+    if distributed.is_main():
+        write_summary(request.output_folder, summaries)
+    return summaries
+
+
+def log_case(summary: dict) -> None:
+    logger.info("%s: %d blocks, %d (%.1f%%) without tissue written as background; %.1f s, %.2f Mvoxel/s of "
+                "tissue -> %s", summary["case"], summary["blocks"], summary["blocks_skipped"],
+                100 * summary["skipped_fraction"], summary["seconds"],
+                summary["tissue_voxels"] / max(summary["seconds"], 1e-9) / 1e6, summary["output"])
+
+
+def write_summary(output_folder: str, summaries: list[dict]) -> None:
+    """``predict_summary.json``: one entry per case, earlier runs' entries kept for cases not predicted now."""
+    path = os.path.join(output_folder, SUMMARY_FILE)
+    entries: dict[str, dict] = {}
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                entries = {e["case"]: e for e in json.load(f)["cases"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            entries = {}
+    entries.update({s["case"]: s for s in summaries})
+    write_atomic(path, lambda f: json.dump({"cases": list(entries.values())}, f, indent=1), binary=False)
