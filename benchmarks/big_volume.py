@@ -25,59 +25,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
 
 from nnssl.demo import lsm_files
 
-GIB = 1024**3
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found.extend(int(c) for c in f.read().split())
-    except OSError:
-        pass
-    return found
-
-
-def tree_pss_bytes(root: int) -> int:
-    """Summed proportional set size of ``root`` and all its descendants (Linux /proc)."""
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
-        except (OSError, StopIteration):
-            continue
-        stack.extend(_children(pid))
-    return total
-
-
-def run_with_peak_pss(command: list[str], env: dict) -> tuple[int, float, str]:
-    """(exit code, peak summed PSS in GiB, combined output) of ``command``."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0]
-
-    def watch() -> None:
-        while process.poll() is None:
-            peak[0] = max(peak[0], tree_pss_bytes(process.pid))
-            time.sleep(0.25)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    output = process.communicate()[0]
-    watcher.join()
-    return process.returncode, peak[0] / GIB, output
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_utils import GIB, folder_bytes, run_with_peak_pss
 
 
 def read_throughput(path: str) -> float:
@@ -181,7 +138,7 @@ def benchmark(kind: str, args: argparse.Namespace, workdir: str) -> dict:
     started = time.perf_counter()
     path = write_volume(kind, os.path.join(workdir, kind), shape)
     written_s = time.perf_counter() - started
-    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(os.path.dirname(path)) for f in fs)
+    size = folder_bytes(os.path.dirname(path))
     read_rate = median_read_throughput(path)
     run = os.path.join(workdir, f"run_{kind}")
     started = time.perf_counter()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# CUDA smoke test (about 5 minutes on one GPU): pretraining with AMP on nnU-Net's default 3d_fullres
-# plans of a small synthetic dataset, fine-tuning with nnSSLTrainer, step times and peak GPU memory.
+# CUDA smoke test (about 10 minutes on one GPU): pretraining with AMP on nnU-Net's default 3d_fullres
+# plans of a small synthetic dataset, fine-tuning with nnSSLTrainer, step times and peak GPU memory, and
+# whole-volume prediction with nnssl_predict.
 #
 #   bash benchmarks/gpu_smoke.sh            (uses .venv; NNSSL_VENV=path to use another environment)
 #
@@ -8,7 +9,10 @@
 # 2. nnssl_pretrain -d (flow 1, mae, AMP on CUDA): 1 epoch x 20 iterations, its epoch time;
 # 3. nnUNetv2_train -tr nnSSLTrainer_2epochs_5iters_noMirroring on CUDA (loads the pretrained encoder);
 # 4. benchmarks/step_cost.py --device cuda: median step time of every method and of nnU-Net's
-#    supervised step, their ratios and each one's peak GPU memory (last line, JSON).
+#    supervised step, their ratios and each one's peak GPU memory (JSON);
+# 5. benchmarks/big_predict.py --device cuda: a small model trained on CUDA, then nnssl_predict on a
+#    256x1024x1024 OME-Zarr organ, beside nnUNetv2_predict on a volume that fits (last line, JSON:
+#    mvoxel_per_s, peak_gpu_gib per run, from nvidia-smi, and peak_pss_gib).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${NNSSL_VENV:-.venv}"
@@ -37,3 +41,6 @@ echo "fine-tuning wall time: $(( $(date +%s) - start )) s"
 test -f "$nnUNet_results"/Dataset501_*/nnSSLTrainer_2epochs_5iters_noMirroring__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth
 echo "== step cost and peak memory (AMP) =="
 "$BIN/python" benchmarks/step_cost.py --device cuda --steps 10 --warmup 3 --shape 64 128 128 2>/dev/null | tail -7
+echo "== large-volume prediction on CUDA (nnssl_predict, 256x1024x1024 OME-Zarr) =="
+"$BIN/python" benchmarks/big_predict.py --device cuda --shape 256 1024 1024 --no-half --work "$WORK/big_predict" \
+    | tail -1
