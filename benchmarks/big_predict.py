@@ -38,13 +38,11 @@ of the same settings found in it are reused.
     python benchmarks/big_predict.py --shape 64 256 1024  # quick look (~6 min)
     python benchmarks/big_predict.py --device cuda --shape 256 1024 1024 --no-half   # in benchmarks/gpu_smoke.sh
 
-Duration on the 2-core development machine (no GPU), from runs at --shape 64 256 1024: model 1.5 min; the
-fitting volume 1.2-1.4 min with ``nnUNetv2_predict`` (0.10-0.12 Mvoxel/s) and 1 min with ``nnssl_predict``
-(0.15 Mvoxel/s); writing 1024 x 1024 planes 0.08 s each; ``nnssl_predict`` 0.10-0.15 Mvoxel/s of non-empty
-voxels, peak PSS 1.1-1.2 GiB. The default acceptance run then takes 30-45 min for the 512 x 1024 x 1024 volume
-(268 Mvoxel in non-skipped blocks), 15-22 min for the half one and ~5 min for the rest: about 50-75 min, with
-2 GB of free disk. That assumes cores that are not shared: a competing process makes 2-thread CPU inference
-many times slower (an epoch of the same training took 1 s alone, 14 s beside another job).
+Duration of the default acceptance run on the 2-core development machine (no GPU, nothing else running):
+56 min (model 1.5 min, fitting volume 2.5 min for both tools, half volume 17 min, full volume 35 min; about
+2 GB of free disk). Figures of that run: docs/results.md, "Whole-organ prediction". A competing process makes
+2-thread CPU inference many times slower (an epoch of the same training took 1 s alone, 14 s beside another
+job).
 """
 
 from __future__ import annotations
