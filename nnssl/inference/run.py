@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nnssl import distributed
 from nnssl.atomic_files import write_atomic
@@ -21,6 +23,10 @@ from nnssl.errors import NnsslError
 from nnssl.inference.output import PARTIAL_SUFFIX, label_image_path, write_tiff_planes
 from nnssl.pretraining.data.image_discovery import LAZY_ENDINGS, UnlabeledCase, channel_count, discover_cases
 from nnssl.pretraining.data.lazy_volumes import open_case_volumes
+
+if TYPE_CHECKING:  # the model and the block loop import torch: not before the cheap checks
+    from nnssl.inference.case_prediction import PredictOptions
+    from nnssl.nnunet_adapter.prediction import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +91,8 @@ def delegated_outputs(request: PredictRequest, cases: list[UnlabeledCase], file_
     return todo
 
 
-def predict_folder(request: PredictRequest, load_model, options) -> list[dict]:
+def predict_folder(request: PredictRequest, load_model: Callable[[], TrainedModel], options: PredictOptions
+                   ) -> list[dict]:
     """Predicts every case; ``load_model()`` returns the ``TrainedModel`` (called after the cheap checks)."""
     from nnssl.inference.case_prediction import predict_case
 
