@@ -161,7 +161,7 @@ def _run_blocks(predictor: BlockPredictor, plans: list, writer: LabelImageWriter
         upcoming = iter(plans)
         for plan in upcoming:
             reads.append(reader.submit(predictor.read, plan))
-            if len(reads) > READ_AHEAD:
+            if len(reads) >= READ_AHEAD:
                 break
         while reads:
             block = reads.popleft().result()
