@@ -21,7 +21,7 @@ from nnssl.inference import journal as journal_files
 from nnssl.inference.block_prediction import BlockPredictor, FinishedBlock
 from nnssl.inference.blocks import CaseBlocks, default_block_shape
 from nnssl.inference.output import OUTPUT_CHUNK, LabelImageWriter, label_image_path
-from nnssl.inference.tissue import TissueTest, sampled_cell_means
+from nnssl.inference.tissue import TissueTest, band_cell_means
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
 from nnssl.nnunet_adapter.prediction import TrainedModel
 from nnssl.pretraining.data.image_discovery import UnlabeledCase
@@ -65,7 +65,12 @@ def settings_of(model: TrainedModel, blocks: CaseBlocks, options: PredictOptions
 
 
 def _case_statistics(volumes: list[LazyVolume], skip_empty: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-    return sample_voxels(volumes), sampled_cell_means(volumes) if skip_empty else None
+    """The intensity sample of block-wise preprocessing and, from the same bands, the tissue cells' means."""
+    if not skip_empty:
+        return sample_voxels(volumes), None
+    cells: list[np.ndarray] = []
+    samples = sample_voxels(volumes, visit=lambda bands: cells.append(band_cell_means(bands)))
+    return samples, np.concatenate(cells)
 
 
 class _Progress:

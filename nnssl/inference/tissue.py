@@ -2,8 +2,9 @@
 
 Pretraining's tissue grid (``nnssl.pretraining.data.tissue_sampling``) averages ``CELL``^3 cells and splits
 the cell means with Otsu's threshold. Prediction cannot see every cell before it starts, so the threshold
-comes from cells of a few evenly spaced planes (``CELL`` x ``CELL`` squares), read as block-wise
-preprocessing samples its statistics. Three changes make skipping safe where sampling only had to be useful:
+comes from cells (``CELL`` x ``CELL`` squares) of the evenly spaced plane bands that block-wise
+preprocessing samples its statistics from, in the same read. Three changes make skipping safe where sampling
+only had to be useful:
 
 - the means are split on a log scale: light-sheet intensities are heavy-tailed, and on a linear scale a
   threshold separates bright structures from dim tissue rather than tissue from background;
@@ -24,13 +25,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnssl.pretraining.data.lazy_volumes import LazyVolume
 from nnssl.pretraining.data.tissue_sampling import CELL, CoarseGrid
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_PLANES = 16
-MAX_SAMPLE_ROWS = 2048  # rows of one sampled plane read at once (a band; the bands cycle through the plane)
 MIN_SEPARATION = 0.75  # Otsu's effectiveness below this: no clear background, nothing is skipped
 
 
@@ -38,22 +36,14 @@ def _log_means(means: np.ndarray, floor: float) -> np.ndarray:
     return np.log1p(np.maximum(means - floor, 0))
 
 
-def sampled_cell_means(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES) -> np.ndarray:
-    """1D float64 means (channels averaged) of ``CELL`` x ``CELL`` squares of evenly spaced planes."""
-    n_z, n_y = volumes[0].shape[:2]
-    planes = np.unique(np.linspace(0, n_z - 1, min(n_planes, n_z)).round().astype(int))
-    band = min(n_y, MAX_SAMPLE_ROWS)
-    n_bands = -(-n_y // band)
-    means = []
-    for i, z in enumerate(planes):
-        y0 = (i % n_bands) * band
-        region = (slice(z, z + 1), slice(y0, min(y0 + band, n_y)), slice(None))
-        plane = np.mean([v.read(region)[0].astype(np.float32) for v in volumes], axis=0)
-        rows, cols = plane.shape[0] // CELL * CELL, plane.shape[1] // CELL * CELL
-        if rows and cols:
-            cells = plane[:rows, :cols].reshape(rows // CELL, CELL, cols // CELL, CELL).mean(axis=(1, 3))
-            means.append(cells.ravel())
-    return np.concatenate(means) if means else np.zeros(0)
+def band_cell_means(bands: Sequence[np.ndarray]) -> np.ndarray:
+    """1D float64 means (channels averaged) of the ``CELL`` x ``CELL`` squares of one sampled band, given
+    as one (1, rows, X) array per channel (``sample_voxels``' ``visit``)."""
+    plane = np.mean([band[0].astype(np.float32) for band in bands], axis=0)
+    rows, cols = plane.shape[0] // CELL * CELL, plane.shape[1] // CELL * CELL
+    if not rows or not cols:
+        return np.zeros(0)
+    return plane[:rows, :cols].reshape(rows // CELL, CELL, cols // CELL, CELL).mean(axis=(1, 3)).ravel()
 
 
 def otsu_separation(values: np.ndarray, threshold: float) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -217,7 +217,8 @@ SAMPLE_VOXELS_PER_PLANE = 1 << 16
 SAMPLE_BANDS = 8  # each sampled plane is read in one of this many row bands
 
 
-def sample_voxels(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES) -> list[np.ndarray]:
+def sample_voxels(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES,
+                  visit: Callable[[list[np.ndarray]], None] | None = None) -> list[np.ndarray]:
     """Per channel, a 1D float32 sample of the voxels (statistics without reading the whole volume).
 
     Evenly spaced z planes, thinned to at most ``SAMPLE_VOXELS_PER_PLANE`` voxels each. Planes larger than
@@ -225,6 +226,9 @@ def sample_voxels(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES) 
     chunk high; the bands cycle through the plane from one sampled plane to the next). Bands, not whole
     planes: a Zarr chunk holds many planes, so 16 whole planes of a volume 16 chunks deep would decode all of
     it; the bands decode 1/8 of that.
+
+    ``visit``, when given, also receives every band as read, one (1, rows, X) array per channel, so that
+    another statistic of the same sample costs no second read.
     """
     n_z, n_y, n_x = volumes[0].shape
     planes = np.unique(np.linspace(0, n_z - 1, min(n_planes, n_z)).round().astype(int))
@@ -233,13 +237,15 @@ def sample_voxels(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES) 
     if n_y * n_x > SAMPLE_BANDS * SAMPLE_VOXELS_PER_PLANE:
         band = min(n_y, max(chunk_rows, -(-n_y // SAMPLE_BANDS // chunk_rows) * chunk_rows))
     n_bands = -(-n_y // band)
-    samples = []
-    for volume in volumes:
-        values = []
-        for i, z in enumerate(planes):
-            y0 = (i % n_bands) * band
-            plane = volume.read((slice(z, z + 1), slice(y0, min(y0 + band, n_y)), slice(None))).ravel()
+    values: list[list[np.ndarray]] = [[] for _ in volumes]
+    for i, z in enumerate(planes):
+        y0 = (i % n_bands) * band
+        region = (slice(z, z + 1), slice(y0, min(y0 + band, n_y)), slice(None))
+        bands = [volume.read(region) for volume in volumes]
+        if visit is not None:
+            visit(bands)
+        for channel_values, plane in zip(values, bands):
+            plane = plane.ravel()
             step = max(1, plane.size // SAMPLE_VOXELS_PER_PLANE)
-            values.append(plane[::step].astype(np.float32))
-        samples.append(np.concatenate(values))
-    return samples
+            channel_values.append(plane[::step].astype(np.float32))
+    return [np.concatenate(channel_values) for channel_values in values]
