@@ -35,7 +35,11 @@ from nnssl.evaluation.summary import nan_mean
 
 DATASET_ID = 502
 DATASET_NAME = "LowLabelLSM"
+DATASET_FOLDER = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
 CONFIGURATION = "3d_lowlabel"
+TEST_SEED = 10000  # held-out test volumes (imagesTs): confirmation only
+DEV_SEED = 30000  # development volumes (imagesDev): choosing recipes and settings
+UNLABELED_SEED = 20000
 STRUCTURES = {1: "nuclei", 2: "vessels"}
 # beside Dice, each structure's own metric (nnssl.evaluation, as nnssl_evaluate computes it): detection F1 over
 # connected components for the nuclei, centreline Dice for the vessels; recorded as "<structure>_<metric>"
@@ -144,11 +148,13 @@ def make_task_volume(
 
 
 def write_task_dataset(raw: str, num_pool: int, num_test: int, shape: tuple[int, int, int]) -> str:
-    """nnU-Net raw dataset: ``num_pool`` labelled training cases (seeds 0..), ``num_test`` held-out cases in
-    imagesTs/labelsTs (seeds 10000..). Returns the dataset folder."""
-    folder = os.path.join(raw, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    """nnU-Net raw dataset: ``num_pool`` labelled training cases (seeds 0..), ``num_test`` held-out test cases
+    in imagesTs/labelsTs (seeds 10000..) and as many development cases in imagesDev/labelsDev (seeds
+    30000.., never used for confirmation; nnU-Net ignores the folder). Returns the dataset folder."""
+    folder = os.path.join(raw, DATASET_FOLDER)
     parts = {"Tr": [(f"case_{i:03d}", i) for i in range(num_pool)],
-             "Ts": [(f"test_{j:03d}", 10000 + j) for j in range(num_test)]}
+             "Ts": [(f"test_{j:03d}", TEST_SEED + j) for j in range(num_test)],
+             "Dev": [(f"dev_{j:03d}", DEV_SEED + j) for j in range(num_test)]}
     for suffix, cases in parts.items():
         for sub in ("images", "labels"):
             os.makedirs(os.path.join(folder, sub + suffix), exist_ok=True)
@@ -165,7 +171,7 @@ def write_task_dataset(raw: str, num_pool: int, num_test: int, shape: tuple[int,
 
 
 def write_unlabeled_pool(folder: str, num_cases: int, shape: tuple[int, int, int], real_files: list[str]) -> int:
-    """Synthetic task-like volumes (seeds 20000..) as TIFF + sidecar, plus copies of the real volumes.
+    """Synthetic task-like volumes (seeds ``UNLABELED_SEED``..) as TIFF + sidecar, plus copies of the real volumes.
 
     The real volumes keep their voxel grid: their sidecar gets the task's spacing, since resampling to
     it from their physical spacing (down to 0.07 µm) would shrink some below one patch.
@@ -173,7 +179,7 @@ def write_unlabeled_pool(folder: str, num_cases: int, shape: tuple[int, int, int
     """
     os.makedirs(folder, exist_ok=True)
     for i in range(num_cases):
-        image, _ = make_task_volume(shape, 20000 + i)
+        image, _ = make_task_volume(shape, UNLABELED_SEED + i)
         write_image(image, os.path.join(folder, f"lsm_{i:03d}_0000.tif"))
     for path in real_files:
         name = "real_" + os.path.basename(path)[: -len("_0000.tif")]
@@ -235,7 +241,7 @@ def plan_and_preprocess(features: Sequence[int], patch: Sequence[int], batch_siz
                          show_progress_bar=False)
     plan_experiments([DATASET_ID])
     preprocess([DATASET_ID], configurations=("3d_fullres",), num_processes=(1,), show_progress_bar=False)
-    folder = os.path.join(os.environ["nnUNet_preprocessed"], f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    folder = os.path.join(os.environ["nnUNet_preprocessed"], DATASET_FOLDER)
     plans_file = os.path.join(folder, "nnUNetPlans.json")
     with open(plans_file) as f:
         plans = json.load(f)
@@ -247,13 +253,13 @@ def plan_and_preprocess(features: Sequence[int], patch: Sequence[int], batch_siz
     return folder
 
 
-def finetune(trainer_class: type, fold: int, seed: int, budget: dict, device: str, log_file: str):
+def finetune(trainer_class: type, fold: int, seed: int, settings: dict, device: str, log_file: str):
     """Trains ``trainer_class`` (a ``*_lowLabel`` variant) on ``fold`` in-process with nnU-Net's console
-    output in ``log_file``; ``budget``: num_epochs, num_iterations_per_epoch. Returns the trainer (its
-    snapshots written)."""
+    output in ``log_file``; ``settings``: attributes set before ``initialize()`` (num_epochs,
+    num_iterations_per_epoch, the recipe's rates). Returns the trainer (its snapshots written)."""
     import torch
 
-    folder = os.path.join(os.environ["nnUNet_preprocessed"], f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    folder = os.path.join(os.environ["nnUNet_preprocessed"], DATASET_FOLDER)
     with open(os.path.join(folder, "nnUNetPlans.json")) as f:
         plans = json.load(f)
     plans["continue_training"] = False  # nnU-Net's trainer pops this key (get_trainer_from_args sets it)
@@ -262,22 +268,23 @@ def finetune(trainer_class: type, fold: int, seed: int, budget: dict, device: st
     with open(log_file, "a") as log, contextlib.redirect_stdout(log):
         trainer = trainer_class(plans, CONFIGURATION, fold, dataset_json, torch.device(device))
         trainer.seed = seed
-        for key, value in budget.items():
+        for key, value in settings.items():
             setattr(trainer, key, value)
         trainer.run_training()
     return trainer
 
 
-def load_test_cases(dataset_folder: str) -> list[tuple[str, np.ndarray, np.ndarray, list[float]]]:
-    """Held-out cases as (name, image (1, Z, Y, X) float32, label (Z, Y, X), spacing (z, y, x))."""
+def load_eval_cases(dataset_folder: str, split: str) -> list[tuple[str, np.ndarray, np.ndarray, list[float]]]:
+    """Held-out cases of ``split`` (``Ts``: test, ``Dev``: development) as (name, image (1, Z, Y, X)
+    float32, label (Z, Y, X), spacing (z, y, x))."""
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     io = SimpleITKIO()
     cases = []
-    for name in sorted(os.listdir(os.path.join(dataset_folder, "labelsTs"))):
+    for name in sorted(os.listdir(os.path.join(dataset_folder, "labels" + split))):
         case = name[: -len(".nii.gz")]
-        image, props = io.read_images([os.path.join(dataset_folder, "imagesTs", case + "_0000.nii.gz")])
-        label, _ = io.read_seg(os.path.join(dataset_folder, "labelsTs", name))
+        image, props = io.read_images([os.path.join(dataset_folder, "images" + split, case + "_0000.nii.gz")])
+        label, _ = io.read_seg(os.path.join(dataset_folder, "labels" + split, name))
         cases.append((case, image.astype(np.float32), label[0], list(props["spacing"])))
     return cases
 
@@ -298,22 +305,6 @@ def case_scores(segmentation: np.ndarray, label: np.ndarray) -> dict[str, float]
         family, key = SECOND_METRICS[name]
         scores[f"{name}_{key}"] = label_metrics(segmentation == value, label == value, [family])[key]
     return scores
-
-
-def second_metrics_final(records: list[dict], ks: Sequence[int], arms: Sequence[str]) -> dict:
-    """{"<structure>_<metric>": {arm: {k: (mean, sd) over seeds}}} at the last snapshot (the seed's value is
-    its mean over the held-out cases)."""
-    last = max(r["epochs"] for r in records)
-    summary: dict = {}
-    for key in second_metric_keys():
-        summary[key] = {}
-        for arm in arms:
-            summary[key][arm] = {}
-            for k in ks:
-                values = [r[key] for r in records if r["arm"] == arm and r["k"] == k and r["epochs"] == last]
-                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-                summary[key][arm][k] = (float(np.mean(values)), sd)
-    return summary
 
 
 def score_snapshots(trainer, test_cases: list, device: str) -> dict[int, dict[str, float]]:

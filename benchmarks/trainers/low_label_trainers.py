@@ -17,7 +17,8 @@ budget each of them
 - skips nnU-Net's progress plot and its final validation pass (held-out cases are scored by prediction);
 - trains and predicts without mirroring.
 
-The budget, seed and snapshot fractions are attributes: set them on the instance before ``initialize()``.
+The budget, seed, snapshot fractions and each recipe's settings (``initial_lr``, ``encoder_lr``,
+``decoder_fraction``, ...) are attributes: set them on the instance before ``initialize()``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnssl.pretraining.engine.state import seed_everything
-from nnssl.trainers import nnSSLTrainer
+from nnssl.trainers import (
+    nnSSLTrainer,
+    nnSSLTrainer_discriminativeLR,
+    nnSSLTrainer_frozenEncoder,
+    nnSSLTrainer_layerwiseLRDecay,
+    nnSSLTrainer_sawtooth,
+)
 from nnssl.trainers.variants import NoMirroring, TrainingBudget
 
 _CUDA = torch.device("cuda")
@@ -92,6 +99,22 @@ class nnSSLTrainer_fullTransfer_lowLabel(_LowLabelSchedule, nnSSLTrainer):
     """Pretrained encoder and decoder, low-label budget, seeded (see the module docstring)."""
 
     transfer_scope = "full"
+
+
+class nnSSLTrainer_sawtooth_lowLabel(_LowLabelSchedule, nnSSLTrainer_sawtooth):
+    """Sawtooth (decoder alone, then the whole network), low-label budget, seeded."""
+
+
+class nnSSLTrainer_discriminativeLR_lowLabel(_LowLabelSchedule, nnSSLTrainer_discriminativeLR):
+    """Decoder at the from-scratch rate, encoder lower, low-label budget, seeded."""
+
+
+class nnSSLTrainer_frozenEncoder_lowLabel(_LowLabelSchedule, nnSSLTrainer_frozenEncoder):
+    """Encoder frozen first, low-label budget, seeded."""
+
+
+class nnSSLTrainer_layerwiseLRDecay_lowLabel(_LowLabelSchedule, nnSSLTrainer_layerwiseLRDecay):
+    """Layer-wise learning-rate decay, low-label budget, seeded."""
 
 
 class nnUNetTrainer_lowLabel(_LowLabelSchedule, nnUNetTrainer):

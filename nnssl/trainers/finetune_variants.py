@@ -1,10 +1,12 @@
-"""Fine-tuning variants: a frozen encoder for the first epochs, and layer-wise learning-rate decay.
+"""Fine-tuning recipes: a frozen encoder for the first epochs, the sawtooth schedule (decoder alone, then
+the whole network), discriminative rates (random parts fast, transferred parts slow) and layer-wise
+learning-rate decay.
 
-``nnUNetv2_train DATASET 3d_fullres 0 -tr nnSSLTrainer_frozenEncoder`` (or ``_layerwiseLRDecay``).
-Both split nnU-Net's optimizer into parameter groups, each with an ``lr_scale`` that
-``WarmupPolyLRScheduler`` multiplies into the scheduled rate at every step. Every parameter stays
-trainable (``requires_grad``) and in the autograd graph, so DDP's gradient reduction and
-torch.compile's graphs are the same as ``nnSSLTrainer``'s: a frozen group is a group whose rate is 0.
+``nnUNetv2_train DATASET 3d_fullres 0 -tr nnSSLTrainer_frozenEncoder`` (or ``_sawtooth``,
+``_discriminativeLR``, ``_layerwiseLRDecay``). All split nnU-Net's optimizer into parameter groups, each
+with an ``lr_scale`` that ``WarmupPolyLRScheduler`` multiplies into the scheduled rate at every step.
+Every parameter stays trainable (``requires_grad``) and in the autograd graph, so DDP's gradient
+reduction and torch.compile's graphs are the same as ``nnSSLTrainer``'s: a frozen group is a group whose rate is 0.
 """
 
 from __future__ import annotations
@@ -17,13 +19,21 @@ from torch import nn
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plans import encoder_key_prefixes, unwrap_network
-from nnssl.trainers.lr_schedule import LR_SCALE, WarmupPolyLRScheduler, epochs_for_fraction
+from nnssl.trainers.lr_schedule import (
+    FINE_TUNING_INITIAL_LR,
+    LR_SCALE,
+    SawtoothLRScheduler,
+    WarmupPolyLRScheduler,
+    epochs_for_fraction,
+    sawtooth_phases,
+)
 from nnssl.trainers.nnssl_trainer import nnSSLTrainer
 from nnssl.trainers.variants import nnSSLTrainer_2epochs_5iters_noMirroring
 
 REST_GROUP = "decoder_and_head"
 ENCODER_GROUP = "encoder"
 STEM_GROUP = "encoder_stem"
+_CUDA = torch.device("cuda")
 _STAGE_INDEX = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
 
 
@@ -95,9 +105,7 @@ def with_param_groups(
     if len(after) != len(before) or {id(p) for p in after} != {id(p) for p in before}:
         raise NnsslError("parameter groups must hold every parameter of the optimizer exactly once")
     regrouped = type(optimizer)(groups, **optimizer.defaults)
-    return regrouped, WarmupPolyLRScheduler(
-        regrouped, scheduler.initial_lr, scheduler.max_steps, scheduler.warmup_steps, scheduler.exponent
-    )
+    return regrouped, scheduler.with_optimizer(regrouped)
 
 
 def encoder_lr_scale(epoch: int, frozen_epochs: int, warmup_epochs: int) -> float:
@@ -148,14 +156,17 @@ class nnSSLTrainer_frozenEncoder(nnSSLTrainer):
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
         optimizer, scheduler = super().configure_optimizers()
+        self.print_to_log_file(self._phase_description())
+        scale = encoder_lr_scale(self.current_epoch, *self._phases())
+        return with_param_groups(optimizer, scheduler, encoder_param_groups(self.network, scale))
+
+    def _phase_description(self) -> str:
         frozen, warmup = self._phases()
-        self.print_to_log_file(
+        return (
             f"{type(self).__name__}: encoder frozen for {frozen} epochs ({self.frozen_encoder_fraction:g} of "
             f"{self.num_epochs}), then its learning rate ramps up over {warmup} epochs "
             f"({self.encoder_warmup_fraction:g}, ending before the last epoch)"
         )
-        scale = encoder_lr_scale(self.current_epoch, frozen, warmup)
-        return with_param_groups(optimizer, scheduler, encoder_param_groups(self.network, scale))
 
     def on_train_epoch_start(self) -> None:
         epoch = self.current_epoch
@@ -192,11 +203,83 @@ class nnSSLTrainer_layerwiseLRDecay(nnSSLTrainer):
         return with_param_groups(optimizer, scheduler, groups)
 
 
+class nnSSLTrainer_sawtooth(nnSSLTrainer_frozenEncoder):
+    """Sawtooth fine-tuning (Wald et al., OpenMind benchmark): two teeth of warm-up and poly decay.
+
+    Tooth 1, the first ``decoder_fraction`` of the epochs: decoder and head train alone (encoder and stem at
+    ``lr_scale`` 0: no update at all), warming up over the first half, then decaying to 0. Tooth 2: the whole
+    network, warming up again over ``warmup_fraction`` of the epochs, then nnU-Net's poly decay. Both peak
+    at ``initial_lr`` (1e-3). Lengths: ``sawtooth_phases`` (1000 epochs: 25 + 25, then 50 + 900).
+    The encoder's momentum gathered while frozen is dropped when tooth 2 starts; the decoder keeps its own.
+    """
+
+    decoder_fraction: float = 0.05
+
+    def sawtooth_phases(self) -> tuple[int, int, int]:
+        """(decoder epochs, decoder warm-up epochs, whole-network warm-up epochs): ``sawtooth_phases``."""
+        return sawtooth_phases(self.num_epochs, self.decoder_fraction, self.warmup_fraction)
+
+    def _phases(self) -> tuple[int, int]:
+        return self.sawtooth_phases()[0], 0  # the rate itself warms the whole network up again
+
+    def build_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> SawtoothLRScheduler:
+        return SawtoothLRScheduler(optimizer, self.initial_lr, self.num_epochs, *self.sawtooth_phases())
+
+    def lr_schedule_description(self, lr_scheduler: WarmupPolyLRScheduler) -> str:
+        decoder, decoder_warmup, warmup = self.sawtooth_phases()
+        return (
+            f"{type(self).__name__}: epochs 0-{decoder - 1}: decoder and head alone (decoder_fraction "
+            f"{self.decoder_fraction:g} of {self.num_epochs}), warm-up over {decoder_warmup} epochs to "
+            f"{self.initial_lr:g}, then decay; from epoch {decoder}: the whole network, warm-up over {warmup} "
+            f"epochs (warmup_fraction {self.warmup_fraction:g}) to {self.initial_lr:g}, then poly decay"
+        )
+
+    def _phase_description(self) -> str:
+        return f"{type(self).__name__}: encoder and stem frozen for epochs 0-{self._phases()[0] - 1}"
+
+
+class nnSSLTrainer_discriminativeLR(nnSSLTrainer):
+    """Discriminative rates: the randomly initialised parts (decoder, head) learn at nnU-Net's from-scratch
+    rate (``scratch_lr``, 1e-2), the transferred parts (stem, encoder) at ``encoder_lr`` (1e-3, nnU-Net's
+    fine-tuning rate); both warm up over ``warmup_fraction`` of the epochs, then poly decay.
+
+    Unlike ``nnSSLTrainer_layerwiseLRDecay`` (decoder at 1e-3, encoder stages below it), the random
+    decoder learns as fast as in a training from scratch, and the encoder has one rate for all its stages.
+    """
+
+    encoder_lr: float = FINE_TUNING_INITIAL_LR
+
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.scratch_lr  # the decoder's peak; the encoder's is encoder_lr
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
+        optimizer, scheduler = super().configure_optimizers()
+        groups = encoder_param_groups(self.network, self.encoder_lr / self.initial_lr)
+        self.print_to_log_file(
+            f"{type(self).__name__}: peak rates {REST_GROUP} {self.initial_lr:g}, {ENCODER_GROUP} (with stem) "
+            f"{self.encoder_lr:g}"
+        )
+        return with_param_groups(optimizer, scheduler, groups)
+
+
 class nnSSLTrainer_frozenEncoder_2epochs_5iters_noMirroring(
     nnSSLTrainer_frozenEncoder, nnSSLTrainer_2epochs_5iters_noMirroring
 ):
     """Short budget for tests: epoch 0 with a frozen encoder, epoch 1 at full rate (the default fractions
     give 1 frozen epoch and no encoder ramp for 2 epochs, see ``frozen_encoder_phases``)."""
+
+
+class nnSSLTrainer_sawtooth_2epochs_5iters_noMirroring(nnSSLTrainer_sawtooth, nnSSLTrainer_2epochs_5iters_noMirroring):
+    """Short budget for tests: epoch 0 trains the decoder alone, epoch 1 the whole network."""
+
+
+class nnSSLTrainer_discriminativeLR_2epochs_5iters_noMirroring(
+    nnSSLTrainer_discriminativeLR, nnSSLTrainer_2epochs_5iters_noMirroring
+):
+    """Short budget for tests."""
 
 
 class nnSSLTrainer_layerwiseLRDecay_2epochs_5iters_noMirroring(

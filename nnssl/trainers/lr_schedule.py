@@ -96,12 +96,64 @@ class WarmupPolyLRScheduler(LRScheduler):
         if current_step is None or current_step == -1:
             current_step = self.ctr
             self.ctr += 1
-        new_lr = warmup_poly_lr(
-            current_step, self.initial_lr, self.max_steps, self.warmup_steps, self.exponent
-        )
+        new_lr = self.lr_at(current_step)
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = new_lr * param_group.get(LR_SCALE, 1.0)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def get_last_lr(self) -> list[float]:
         return self._last_lr
+
+    def lr_at(self, step: int) -> float:
+        """The scheduled rate at ``step`` (before any group's ``lr_scale``): ``warmup_poly_lr``."""
+        return warmup_poly_lr(step, self.initial_lr, self.max_steps, self.warmup_steps, self.exponent)
+
+    def with_optimizer(self, optimizer: Optimizer) -> WarmupPolyLRScheduler:
+        """The same schedule driving ``optimizer`` (e.g. the optimizer regrouped into parameter groups)."""
+        return WarmupPolyLRScheduler(optimizer, self.initial_lr, self.max_steps, self.warmup_steps, self.exponent)
+
+
+def sawtooth_phases(num_epochs: int, decoder_fraction: float, warmup_fraction: float) -> tuple[int, int, int]:
+    """(decoder epochs ``D``, decoder warm-up epochs, whole-network warm-up epochs ``W``) of a sawtooth
+    schedule over ``num_epochs`` epochs, each length a fraction of it (``epochs_for_fraction``).
+
+    The decoder tooth leaves at least one epoch to the whole network (``D <= num_epochs - 1``); its warm-up
+    is the first half of it (``D // 2``, as the reference trainer); the whole network's warm-up leaves at
+    least one epoch of poly decay (``W <= num_epochs - D - 1``). 0.05 and 0.05: 1000 -> (50, 25, 50),
+    40 -> (2, 1, 2), 10 -> (1, 0, 1), 2 -> (1, 0, 0).
+    """
+    decoder = epochs_for_fraction(decoder_fraction, num_epochs, num_epochs - 1)
+    return decoder, decoder // 2, epochs_for_fraction(warmup_fraction, num_epochs, num_epochs - decoder - 1)
+
+
+def sawtooth_lr(
+    step: int, initial_lr: float, max_steps: int, decoder_steps: int, decoder_warmup_steps: int,
+    warmup_steps: int, exponent: float = POLY_EXPONENT,
+) -> float:
+    """Two teeth of ``warmup_poly_lr``, each rising to ``initial_lr`` and decaying to 0 at its end: steps
+    ``[0, decoder_steps)`` (the decoder alone; warm-up ``decoder_warmup_steps``), then
+    ``[decoder_steps, max_steps)`` (the whole network; warm-up ``warmup_steps``)."""
+    if step < decoder_steps:
+        return warmup_poly_lr(step, initial_lr, decoder_steps, decoder_warmup_steps, exponent)
+    return warmup_poly_lr(step - decoder_steps, initial_lr, max_steps - decoder_steps, warmup_steps, exponent)
+
+
+class SawtoothLRScheduler(WarmupPolyLRScheduler):
+    """``WarmupPolyLRScheduler`` whose rate is ``sawtooth_lr``: a decoder-only tooth of ``decoder_steps``
+    epochs, then the whole network's warm-up (``warmup_steps``, counted from ``decoder_steps``) and poly."""
+
+    def __init__(
+        self, optimizer: Optimizer, initial_lr: float, max_steps: int, decoder_steps: int,
+        decoder_warmup_steps: int, warmup_steps: int, exponent: float = POLY_EXPONENT,
+    ) -> None:
+        self.decoder_steps = int(decoder_steps)
+        self.decoder_warmup_steps = int(decoder_warmup_steps)
+        super().__init__(optimizer, initial_lr, max_steps, warmup_steps, exponent)
+
+    def lr_at(self, step: int) -> float:
+        return sawtooth_lr(step, self.initial_lr, self.max_steps, self.decoder_steps, self.decoder_warmup_steps,
+                           self.warmup_steps, self.exponent)
+
+    def with_optimizer(self, optimizer: Optimizer) -> SawtoothLRScheduler:
+        return SawtoothLRScheduler(optimizer, self.initial_lr, self.max_steps, self.decoder_steps,
+                                   self.decoder_warmup_steps, self.warmup_steps, self.exponent)

@@ -31,7 +31,6 @@ from nnssl.trainers.lr_schedule import (
     WARMUP_FRACTION,
     WarmupPolyLRScheduler,
     warmup_epochs_for,
-    warmup_poly_lr,
 )
 from nnssl.trainers.weight_transfer import checkpoint_weights_for, transfer_weights
 
@@ -76,6 +75,7 @@ class nnSSLTrainer(nnUNetTrainer):
         # nnU-Net pops this key in super().__init__; --c means the weights come from its checkpoint.
         self.continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.scratch_lr = self.initial_lr  # nnU-Net's from-scratch rate (1e-2), for the randomly initialised parts
         self.initial_lr = FINE_TUNING_INITIAL_LR  # the weights are always pretrained
         self.checkpoint_was_loaded = False
         self.pretrained_checkpoint: str | None = None
@@ -111,17 +111,25 @@ class nnSSLTrainer(nnUNetTrainer):
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
         optimizer, _ = super().configure_optimizers()
         # Only the scheduler changes: warm-up protects pretrained features from the full initial_lr.
-        # Computed here, not in __init__: nnU-Net calls this in initialize(), after any subclass __init__.
-        warmup, epochs = self.warmup_epochs, self.num_epochs
-        lr_scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, epochs, warmup)
-        last_lr = warmup_poly_lr(epochs - 1, self.initial_lr, epochs, lr_scheduler.warmup_steps)
-        self.print_to_log_file(
+        # Built here, not in __init__: nnU-Net calls this in initialize(), after any subclass __init__.
+        lr_scheduler = self.build_lr_scheduler(optimizer)
+        self.print_to_log_file(self.lr_schedule_description(lr_scheduler))
+        return optimizer, lr_scheduler
+
+    def build_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> WarmupPolyLRScheduler:
+        """The schedule over ``optimizer``: warm-up over ``warmup_epochs``, then poly (variants with another
+        shape of schedule override this and ``lr_schedule_description``)."""
+        return WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
+
+    def lr_schedule_description(self, lr_scheduler: WarmupPolyLRScheduler) -> str:
+        """The training log's line about the schedule."""
+        epochs, warmup = self.num_epochs, lr_scheduler.warmup_steps
+        return (
             f"nnSSLTrainer: linear learning-rate warm-up over {warmup} epochs (warmup_fraction "
             f"{self.warmup_fraction:g} of {epochs} epochs) to the peak "
             f"{self.initial_lr:g} at epoch {warmup}, then poly decay (exponent {lr_scheduler.exponent:g}) to "
-            f"{last_lr:.3g} at the last epoch {epochs - 1} (0 at epoch {epochs})"
+            f"{lr_scheduler.lr_at(epochs - 1):.3g} at the last epoch {epochs - 1} (0 at epoch {epochs})"
         )
-        return optimizer, lr_scheduler
 
     def _load_pretrained_weights(self) -> None:
         """Finds, loads and transfers the pretrained weights; an NnsslError ends the run with its message."""

@@ -18,7 +18,7 @@ import torch
 
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput, register_method
 from nnssl.pretraining.methods.losses import MaskedMSELoss
-from nnssl.pretraining.methods.masking import block_size_for_patch, random_block_mask
+from nnssl.pretraining.methods.masking import MIN_BLOCKS_PER_AXIS, block_size_for_patch, random_block_mask
 from nnssl.pretraining.methods.targets import (
     check_target_normalization,
     target_frame,
@@ -30,8 +30,9 @@ from nnssl.pretraining.methods.targets import (
 
 @register_method("mae")
 class MaskedAutoencoder(SSLMethod):
-    """Settings: ``mask_ratio`` 0.75, ``block_size`` 16 voxels per edge (shrunk so a patch holds at
-    least 4 blocks per axis), ``target_normalization`` ``"patch"``."""
+    """Settings: ``mask_ratio`` 0.75, ``block_size`` 16 voxels per edge, shrunk so each patch axis holds at
+    least ``min_blocks_per_axis`` blocks (``masking.block_size_for_patch``), ``target_normalization``
+    ``"patch"``."""
 
     def __init__(
         self,
@@ -40,19 +41,22 @@ class MaskedAutoencoder(SSLMethod):
         mask_ratio: float = 0.75,
         block_size: int = 16,
         target_normalization: str = "patch",
+        min_blocks_per_axis: int = MIN_BLOCKS_PER_AXIS,
     ) -> None:
         super().__init__(patch_size, num_input_channels)
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         self.mask_ratio = float(mask_ratio)
         self.block_edge = int(block_size)
-        self.block_size = block_size_for_patch(self.patch_size, self.block_edge)
+        self.min_blocks_per_axis = int(min_blocks_per_axis)
+        self.block_size = block_size_for_patch(self.patch_size, self.block_edge, self.min_blocks_per_axis)
         self.target_normalization = check_target_normalization(target_normalization)
         self.loss = MaskedMSELoss()
 
     def settings(self) -> dict[str, Any]:
         return {"mask_ratio": self.mask_ratio, "block_size": self.block_edge,
-                "block_size_per_axis": list(self.block_size), "target_normalization": self.target_normalization}
+                "block_size_per_axis": list(self.block_size), "target_normalization": self.target_normalization,
+                "min_blocks_per_axis": self.min_blocks_per_axis}
 
     def mask(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, Z, Y, X) -> masked images (same shape) and the mask (B, 1, Z, Y, X), 1 = hidden."""

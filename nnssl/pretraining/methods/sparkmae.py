@@ -27,6 +27,7 @@ from nnssl.nnunet_adapter.network_parts import (
 )
 from nnssl.pretraining.methods.base import SSLModel, StepOutput, register_method
 from nnssl.pretraining.methods.mae import MaskedAutoencoder
+from nnssl.pretraining.methods.masking import MIN_BLOCKS_PER_AXIS
 
 
 def visible_at(visible: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -74,11 +75,14 @@ class _SparseEncoding:
 @register_method("sparkmae")
 class SparkMAE(MaskedAutoencoder):
     """Settings: ``mask_ratio`` 0.6 (SparK's default), ``block_size`` 16 voxels per edge, shrunk so a
-    patch holds at least 4 blocks per axis, and ``target_normalization`` (the masking and target of ``mae``)."""
+    patch axis holds at least ``min_blocks_per_axis`` blocks, and ``target_normalization`` (the masking and
+    target of ``mae``)."""
 
     def __init__(self, patch_size: Sequence[int], num_input_channels: int, mask_ratio: float = 0.6,
-                 block_size: int = 16, target_normalization: str = "patch") -> None:
-        super().__init__(patch_size, num_input_channels, mask_ratio, block_size, target_normalization)
+                 block_size: int = 16, target_normalization: str = "patch",
+                 min_blocks_per_axis: int = MIN_BLOCKS_PER_AXIS) -> None:
+        super().__init__(patch_size, num_input_channels, mask_ratio, block_size, target_normalization,
+                         min_blocks_per_axis)
 
     def build_heads(self, network: nn.Module) -> nn.ModuleDict:
         """One learned mask token per encoder stage, (1, C_s, 1, 1, 1), initialized like SparK's (std 0.02)."""
