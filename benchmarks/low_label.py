@@ -55,6 +55,7 @@ PHASES = {"dev": {"seeds": tuple(range(100, 110)), "eval_split": "Dev"},
 # The arms of the confirmation, fixed from the development phase before the confirmation ran (docs/results.md).
 CONFIRMED = {"recipe": None, "scratch": None}
 CONFIRM_BUDGETS = (1, 4)
+GPU_SEEDS = 5  # the first seeds of the phase: the --gpu preset's 8 minutes
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ class Settings:
 
 QUICK = replace(Settings(), ks=(1,), num_pool=2, num_test=1, num_unlabeled=3, unlabeled_shape=(32, 64, 64),
                 pretrain_iterations=10, finetune_epochs=2, finetune_iterations=5)
-# sized by estimate for one H200 (not yet run there): 4-stage network, 2 arms x 2 k x 10 seeds x 2 budgets of
-# 100 and 400 steps with single-process augmentation, 1000 pretraining steps
+# sized by estimate for one H200 (not yet run there): 4-stage network, the confirmation's 2 arms x 2 k x
+# GPU_SEEDS seeds x 2 budgets of 100 and 400 steps in 4 worker processes, 1000 pretraining steps: about 8 min
 GPU = replace(Settings(), num_test=8, shape=(64, 128, 128), num_unlabeled=24, unlabeled_shape=(64, 192, 192),
               features=(32, 64, 128, 256), patch=(64, 64, 64), pretrain_iterations=100, finetune_epochs=4,
               finetune_iterations=25, device="cuda")
@@ -242,7 +243,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"recipes: {', '.join(arms_.RECIPES)}; pretrainings: {', '.join(arms_.PRETRAININGS)})")
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
                         help="multiples of today's fine-tuning budget (dev default 1, confirm 1 4)")
-    parser.add_argument("--workers", type=int, default=2, help="fine-tunes running at once (default 2)")
+    parser.add_argument("--workers", type=int, default=None, help="fine-tunes running at once (default 2; --gpu 4)")
     parser.add_argument("--pretrain-only", action="store_true",
                         help="run the arms' pretrainings (into --out, for a later --continue) and stop")
     parser.add_argument("--real-volumes", default=os.path.expanduser("~/.cache/nnssl-low-label/real_volumes"),
@@ -290,7 +291,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], list[int], tuple[int, ..
     if not any(arms_.is_scratch(a) for a in arms):
         raise SystemExit("--arms needs at least one scratch_* arm to compare against")
     budgets = args.budgets or (list(CONFIRM_BUDGETS) if args.phase == "confirm" else [1])
-    seeds = tuple(args.seeds) if args.seeds else PHASES[args.phase]["seeds"][: 2 if args.quick else None]
+    first = 2 if args.quick else GPU_SEEDS if args.gpu else None
+    seeds = tuple(args.seeds) if args.seeds else PHASES[args.phase]["seeds"][:first]
     return arms, budgets, seeds
 
 
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     n_unlabeled = prepare_data(out, settings, None if args.no_real_volumes else args.real_volumes)
     log(f"data ready: {n_unlabeled} unlabeled volumes, {settings.num_pool} labelled pool, "
         f"{settings.num_test} development and {settings.num_test} test volumes", start)
-    names = sorted({p for p in (arms_.parse_arm(a)[1] for a in arms) if p})
+    names = list(dict.fromkeys(p for p in (arms_.parse_arm(a)[1] for a in arms) if p))  # in the arms' order
     pretrainings = {}
     for name in names:
         t0 = time.monotonic()
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrain_only:
         return 0
     jobs = make_jobs(settings, args.phase, arms, budgets, seeds, pretrainings)
-    records = run_jobs(out, jobs, args.workers, start)
+    records = run_jobs(out, jobs, args.workers or (4 if args.gpu else 2), start)
     summary = stats.summarize(records, arms, [a for a in arms if arms_.is_scratch(a)],
                               list(parts.STRUCTURES.values()), parts.second_metric_keys())
     line = verdict_line(summary, args.phase, arms)

@@ -1,16 +1,8 @@
-"""Pieces of the low-label benchmark (``benchmarks/low_label.py``): the synthetic two-structure task, the
-nnU-Net dataset with one split per labelled subset, the unlabeled pool, seeded fine-tuning and scoring (Dice per
-structure, plus detection F1 for the nuclei and clDice for the vessels, from ``nnssl.evaluation``).
-
-The task: light-sheet-like volumes holding clustered, touching nucleus-like ellipsoids with chromatin
-texture (label 1) and thin, dim vessel-like tubes (label 2), plus unlabelled punctate debris, seen
-through an anisotropic PSF under uneven illumination (smooth field, light-sheet attenuation along x,
-stripe shadows) at low signal-to-noise (Poisson + read noise).
-
-Volumes differ from each other as light-sheet acquisitions do (``Acquisition``: brightness, hence
-signal-to-noise, PSF width, haze, nucleus size and vessel calibre), so a single labelled volume does not
-show the range that held-out volumes span: more labelled volumes, or pretraining on many unlabeled ones,
-must supply it.
+"""Pieces of the low-label benchmark (``benchmarks/low_label.py``): the nnU-Net dataset of the synthetic
+two-structure task (``nnssl.demo.lsm_task``: nuclei-like clusters, thin dim vessel-like tubes, volumes that
+differ as light-sheet acquisitions do) with one split per labelled subset, the unlabeled pool, seeded
+fine-tuning and scoring (Dice per structure, plus detection F1 for the nuclei and clDice for the vessels, from
+``nnssl.evaluation``).
 """
 
 from __future__ import annotations
@@ -23,14 +15,12 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
-from nnssl.demo.evaluate import dice
-from nnssl.demo.synthetic import DEFAULT_SPACING, PSF_SIGMA_UM, tube_centerline, write_image
+from nnssl.demo.lsm_task import STRUCTURES, make_task_volume, write_dataset_json, write_task_cases
+from nnssl.demo.synthetic import DEFAULT_SPACING, write_image
 from nnssl.evaluation.summary import nan_mean
 
 DATASET_ID = 502
@@ -40,133 +30,20 @@ CONFIGURATION = "3d_lowlabel"
 TEST_SEED = 10000  # held-out test volumes (imagesTs): confirmation only
 DEV_SEED = 30000  # development volumes (imagesDev): choosing recipes and settings
 UNLABELED_SEED = 20000
-STRUCTURES = {1: "nuclei", 2: "vessels"}
 # beside Dice, each structure's own metric (nnssl.evaluation, as nnssl_evaluate computes it): detection F1 over
 # connected components for the nuclei, centreline Dice for the vessels; recorded as "<structure>_<metric>"
 SECOND_METRICS = {"nuclei": ("instances", "F1"), "vessels": ("cldice", "clDice")}
 REAL_VOLUMES_SCRIPT = Path(__file__).resolve().parent / "get_real_volumes.sh"
-BACKGROUND = 100.0
-AMPLITUDE = 220.0
-READ_NOISE_SD = 4.0
-
-
-def _ellipsoid_at(
-    shape: tuple[int, ...], center: np.ndarray, radii_um: np.ndarray, spacing: Sequence[float]
-) -> np.ndarray:
-    """Boolean (Z, Y, X) mask of an axis-aligned ellipsoid (centre in voxels, radii in µm)."""
-    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    grids = (zz, yy, xx)
-    return sum(((g - c) * sp / r) ** 2 for g, c, sp, r in zip(grids, center, spacing, radii_um)) <= 1.0
-
-
-@dataclass(frozen=True)
-class Acquisition:
-    """What varies from one volume to the next (drawn per volume from its seed)."""
-
-    amplitude: float  # photons at full brightness: sets the signal-to-noise
-    psf_scale: float  # PSF width relative to PSF_SIGMA_UM
-    haze: float  # out-of-focus light relative to the in-focus signal
-    nucleus_scale: float  # nucleus radii relative to 2.5-5 µm
-    vessel_radius_um: tuple[float, float]
-
-    @staticmethod
-    def draw(rng: np.random.Generator) -> Acquisition:
-        thick = rng.uniform(0.9, 1.6)
-        return Acquisition(amplitude=AMPLITUDE * rng.uniform(0.3, 1.3), psf_scale=rng.uniform(0.8, 1.6),
-                           haze=rng.uniform(0.2, 0.9), nucleus_scale=rng.uniform(0.7, 1.4),
-                           vessel_radius_um=(thick, thick + 0.6))
-
-
-def _add_nuclei(nuclei: np.ndarray, rng: np.random.Generator, spacing: Sequence[float], scale: float) -> None:
-    """Clusters of 2-4 touching ellipsoids (radii ``scale`` x 2.5-5 µm), brightness 0.3-1.0, in place."""
-    shape = nuclei.shape
-    volume_um3 = float(np.prod(shape) * np.prod(spacing))
-    for _ in range(max(1, int(volume_um3 / (9000 * scale**3)))):
-        center = np.array([rng.uniform(0, s) for s in shape], dtype=float)
-        for _ in range(int(rng.integers(2, 5))):
-            radii_um = scale * rng.uniform(2.5, 5.0, size=3)
-            mask = _ellipsoid_at(shape, center, radii_um, spacing)
-            nuclei[mask] = np.maximum(nuclei[mask], rng.uniform(0.3, 1.0))
-            step_um = rng.normal(size=3)
-            step_um *= (float(radii_um.mean()) + scale * rng.uniform(2.0, 4.0)) / np.linalg.norm(step_um)
-            center = center + step_um / np.asarray(spacing)  # next nucleus touches this one
-
-
-def _add_vessels(vessels: np.ndarray, rng: np.random.Generator, spacing: Sequence[float],
-                 radius_um: tuple[float, float]) -> None:
-    """Thin curved tubes (radius in ``radius_um``), brightness 0.3-0.7, in place."""
-    shape = vessels.shape
-    volume_um3 = float(np.prod(shape) * np.prod(spacing))
-    for _ in range(max(2, int(volume_um3 / 25000))):
-        points = np.round(tube_centerline(shape, rng, 3 * int(sum(shape)))).astype(int)
-        inside = np.all((points >= 0) & (points < np.array(shape)), axis=1)
-        line = np.zeros(shape, dtype=bool)
-        line[tuple(points[inside].T)] = True
-        if not line.any():
-            continue
-        mask = ndimage.distance_transform_edt(~line, sampling=spacing) <= rng.uniform(*radius_um)
-        vessels[mask] = np.maximum(vessels[mask], rng.uniform(0.3, 0.7))
-
-
-def _illumination(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Smooth field x light-sheet attenuation along x x stripe shadows, roughly 0.25-1.2."""
-    field = ndimage.gaussian_filter(rng.normal(size=shape), sigma=[s / 4 for s in shape])
-    field = 0.55 + 0.45 * (field - field.min()) / max(float(np.ptp(field)), 1e-6)
-    x = np.linspace(0.0, 1.0, shape[2])[None, None, :]
-    attenuation = np.exp(-rng.uniform(0.5, 1.2) * (x if rng.random() < 0.5 else 1.0 - x))
-    stripes = ndimage.gaussian_filter(rng.random(size=(shape[0], shape[1], 1)), sigma=(1.0, 1.5, 0))
-    stripes = 1.0 - 0.5 * np.clip((stripes - stripes.mean()) * 6.0, 0.0, 1.0)
-    return (field * attenuation * stripes).astype(np.float32)
-
-
-def make_task_volume(
-    shape: tuple[int, int, int], seed: int, spacing: Sequence[float] = DEFAULT_SPACING
-) -> tuple[np.ndarray, np.ndarray]:
-    """One volume of the task: (image (Z, Y, X) uint16, label uint8: 0 background, 1 nuclei, 2 vessels)."""
-    rng = np.random.default_rng(seed)
-    acquisition = Acquisition.draw(rng)
-    nuclei = np.zeros(shape, dtype=np.float32)
-    vessels = np.zeros(shape, dtype=np.float32)
-    _add_nuclei(nuclei, rng, spacing, acquisition.nucleus_scale)
-    _add_vessels(vessels, rng, spacing, acquisition.vessel_radius_um)
-    texture = ndimage.gaussian_filter(rng.normal(size=shape), sigma=1.0)
-    texture = 0.75 + 0.25 * np.tanh(texture / max(float(texture.std()), 1e-6))
-    debris = np.zeros(shape, dtype=np.float32)
-    points = tuple(rng.integers(0, s, size=max(4, int(np.prod(shape) / 4000))) for s in shape)
-    debris[points] = rng.uniform(2.0, 6.0, size=points[0].size)
-    objects = np.maximum(nuclei * texture, vessels) + debris
-    sigma_vox = [acquisition.psf_scale * s / sp for s, sp in zip(PSF_SIGMA_UM, spacing)]
-    blurred = ndimage.gaussian_filter(objects, sigma=sigma_vox)
-    haze = ndimage.gaussian_filter(objects, sigma=[4 * s for s in sigma_vox])
-    signal = blurred + acquisition.haze * haze
-    expected = BACKGROUND + acquisition.amplitude * _illumination(shape, rng) * signal
-    image = rng.poisson(np.maximum(expected, 0.0)) + rng.normal(0.0, READ_NOISE_SD, size=shape)
-    label = np.zeros(shape, dtype=np.uint8)
-    label[nuclei > 0] = 1
-    label[vessels > 0] = 2
-    return np.clip(image, 0, 65535).astype(np.uint16), label
-
-
 def write_task_dataset(raw: str, num_pool: int, num_test: int, shape: tuple[int, int, int]) -> str:
-    """nnU-Net raw dataset: ``num_pool`` labelled training cases (seeds 0..), ``num_test`` held-out test cases
-    in imagesTs/labelsTs (seeds 10000..) and as many development cases in imagesDev/labelsDev (seeds
-    30000.., never used for confirmation; nnU-Net ignores the folder). Returns the dataset folder."""
+    """nnU-Net raw dataset of the task (``nnssl.demo.lsm_task``): ``num_pool`` labelled training cases (seeds
+    0..), ``num_test`` held-out test cases in imagesTs/labelsTs (seeds ``TEST_SEED``..) and as many development
+    cases in imagesDev/labelsDev (seeds ``DEV_SEED``.., never used for confirmation; nnU-Net ignores the
+    folder). Returns the dataset folder."""
     folder = os.path.join(raw, DATASET_FOLDER)
-    parts = {"Tr": [(f"case_{i:03d}", i) for i in range(num_pool)],
-             "Ts": [(f"test_{j:03d}", TEST_SEED + j) for j in range(num_test)],
-             "Dev": [(f"dev_{j:03d}", DEV_SEED + j) for j in range(num_test)]}
-    for suffix, cases in parts.items():
-        for sub in ("images", "labels"):
-            os.makedirs(os.path.join(folder, sub + suffix), exist_ok=True)
-        for case, seed in cases:
-            image, label = make_task_volume(shape, seed)
-            write_image(image, os.path.join(folder, "images" + suffix, case + "_0000.nii.gz"))
-            write_image(label, os.path.join(folder, "labels" + suffix, case + ".nii.gz"))
-    dataset_json = {"channel_names": {"0": "LSM"}, "labels": {"background": 0, **{v: k for k, v in STRUCTURES.items()}},
-                    "numTraining": num_pool, "file_ending": ".nii.gz", "name": DATASET_NAME,
-                    "description": "Synthetic light-sheet-like low-label task (benchmarks/low_label_parts.py)"}
-    with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump(dataset_json, f, indent=2)
+    write_task_cases(folder, "Tr", [(f"case_{i:03d}", i) for i in range(num_pool)], shape)
+    write_task_cases(folder, "Ts", [(f"test_{j:03d}", TEST_SEED + j) for j in range(num_test)], shape)
+    write_task_cases(folder, "Dev", [(f"dev_{j:03d}", DEV_SEED + j) for j in range(num_test)], shape)
+    write_dataset_json(folder, DATASET_NAME, num_pool, "Synthetic light-sheet-like low-label task (low_label.py)")
     return folder
 
 
@@ -180,7 +57,9 @@ def write_unlabeled_pool(folder: str, num_cases: int, shape: tuple[int, int, int
     os.makedirs(folder, exist_ok=True)
     for i in range(num_cases):
         image, _ = make_task_volume(shape, UNLABELED_SEED + i)
-        write_image(image, os.path.join(folder, f"lsm_{i:03d}_0000.tif"))
+        # the sidecar is named after the case (lsm_000.json), as nnU-Net's Tiff3DIO and nnssl read it
+        write_image(image, os.path.join(folder, f"lsm_{i:03d}_0000.tif"),
+                    sidecar_json=os.path.join(folder, f"lsm_{i:03d}.json"))
     for path in real_files:
         name = "real_" + os.path.basename(path)[: -len("_0000.tif")]
         shutil.copyfile(path, os.path.join(folder, name + "_0000.tif"))
@@ -294,16 +173,19 @@ def second_metric_keys() -> list[str]:
     return [f"{name}_{key}" for name, (_, key) in SECOND_METRICS.items()]
 
 
-def case_scores(segmentation: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """One held-out case (Z, Y, X label maps): Dice per structure and each structure's second metric
-    ({"nuclei": Dice, "nuclei_F1": F1, "vessels": Dice, "vessels_clDice": clDice}; NaN where both lack it)."""
+def case_scores(segmentation: np.ndarray, label: np.ndarray, second_metrics: bool = True) -> dict[str, float]:
+    """One held-out case (Z, Y, X label maps): Dice per structure (nnU-Net's rule, ``nnssl.evaluation``) and,
+    with ``second_metrics``, each structure's second metric ({"nuclei": Dice, "nuclei_F1": F1, "vessels": Dice,
+    "vessels_clDice": clDice}; NaN where both lack it)."""
     from nnssl.evaluation.metrics import label_metrics
 
     scores = {}
     for value, name in STRUCTURES.items():
-        scores[name] = dice(segmentation, label, value)
-        family, key = SECOND_METRICS[name]
-        scores[f"{name}_{key}"] = label_metrics(segmentation == value, label == value, [family])[key]
+        families = ["overlap", SECOND_METRICS[name][0]] if second_metrics else ["overlap"]
+        metrics = label_metrics(segmentation == value, label == value, families)
+        scores[name] = metrics["Dice"]
+        if second_metrics:
+            scores[f"{name}_{SECOND_METRICS[name][1]}"] = metrics[SECOND_METRICS[name][1]]
     return scores
 
 
@@ -320,6 +202,7 @@ def score_snapshots(trainer, test_cases: list, device: str) -> dict[int, dict[st
     scores: dict[int, dict[str, float]] = {}
     trainer.set_deep_supervision_enabled(False)  # one output, as nnU-Net's own validation does
     trainer.network.eval()
+    last = max(trainer.snapshot_epoch_list())
     for epochs in trainer.snapshot_epoch_list():
         weights = torch.load(trainer.snapshot_file(epochs), map_location="cpu", weights_only=True)
         network = getattr(trainer.network, "_orig_mod", trainer.network)
@@ -329,6 +212,7 @@ def score_snapshots(trainer, test_cases: list, device: str) -> dict[int, dict[st
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             for _, image, label, spacing in test_cases:
                 segmentation = predictor.predict_single_npy_array(image, {"spacing": spacing})
-                per_case.append(case_scores(segmentation, label))
+                # the second metrics (connected components, skeletons) only where they are reported: at the end
+                per_case.append(case_scores(segmentation, label, second_metrics=epochs == last))
         scores[epochs] = {key: nan_mean([case[key] for case in per_case]) for key in per_case[0]}
     return scores

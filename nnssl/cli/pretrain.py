@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask-ratio", type=float, default=None,
                         help="masked methods: fraction of blocks hidden (mae 0.75, sparkmae 0.6)")
     parser.add_argument("--block-size", type=int, default=None,
-                        help="masked methods: mask block edge in voxels (default 16), shrunk so a patch holds >= 4 "
-                             "blocks per axis")
+                        help="masked methods: mask block edge in voxels (default 16), shrunk so each patch axis "
+                             "holds at least min_blocks_per_axis blocks (default 8, a --method-arg)")
     return parser
 
 

@@ -36,3 +36,15 @@ def plot_dice_vs_steps(curves: dict[str, list[float]], iterations_per_epoch: int
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+CONFIRMATION_STUDY = "not yet run (benchmarks/low_label.py --phase confirm)"
+"""One line: what the low-label confirmation study found for the default recipe (docs/results.md)."""
+
+
+def verdict_line(dice: dict[str, dict[str, float]]) -> str:
+    """The demo's verdict in one line, from the mean Dice over structures of both arms."""
+    difference = dice["pretrained"]["mean"] - dice["scratch"]["mean"]
+    outcome = "pretraining paid" if difference >= 0 else "pretraining did NOT pay"
+    return (f"verdict: {outcome} on this task: pretrained {dice['pretrained']['mean']:.4f} vs scratch "
+            f"{dice['scratch']['mean']:.4f} mean Dice ({difference:+.4f})")

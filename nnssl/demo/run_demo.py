@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, replace
 
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, RESULTS_ENV, flow1_run_folder
+from nnssl.demo.report import CONFIRMATION_STUDY, verdict_line
 from nnssl.demo.steps import DemoStepError, StepRunner, print_failure
 from nnssl.pretraining.engine.settings import DEFAULT_METHOD
 
@@ -32,11 +33,14 @@ MARKER_FILE = ".nnssl_demo"
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and budgets of one demo run."""
+    """Sizes and budgets of one demo run. The task (``nnssl.demo.lsm_task``) and its seeds are fixed:
+    labelled volumes from ``LABELLED_SEED``, held-out ones from ``TEST_SEED``, unlabeled ones from
+    ``UNLABELED_SEED``."""
 
     num_unlabeled: int = 12
     unlabeled_shape: tuple[int, int, int] = (32, 96, 96)
-    num_train: int = 5  # nnU-Net's 5-fold split needs at least 5 cases
+    num_train: int = 2  # labelled volumes both arms learn from (fold 0 of splits_final.json)
+    num_val: int = 1  # fold 0's validation volume: nnU-Net's pseudo-Dice after every epoch
     num_test: int = 3
     shape: tuple[int, int, int] = (32, 64, 64)
     pretrain_epochs: int = 30
@@ -60,6 +64,8 @@ QUICK = DemoSettings(
     finetune_iterations=5,
     disable_tta=True,
 )
+LABELLED_SEED, TEST_SEED, UNLABELED_SEED = 40000, 41000, 42000  # fixed before the demo's result was seen
+
 
 def prepare_work_folder(out: str) -> str:
     """Creates (or, when it holds an earlier demo run, empties) the work folder; returns its path."""
@@ -75,21 +81,35 @@ def prepare_work_folder(out: str) -> str:
 
 
 def generate_data(out: str, settings: DemoSettings) -> tuple[str, str]:
-    """Unlabeled volumes in ``out/unlabeled`` and the labelled dataset; returns (unlabeled, dataset)."""
-    from nnssl.demo.synthetic import write_labeled_dataset, write_unlabeled_folder
+    """Unlabeled volumes (TIFF + spacing sidecar) in ``out/unlabeled`` and the labelled dataset (imagesTr:
+    training and validation volumes, imagesTs: held-out ones) of the task; returns (unlabeled, dataset)."""
+    from nnssl.demo.lsm_task import make_task_volume, write_dataset_json, write_task_cases
+    from nnssl.demo.synthetic import write_image
 
     unlabeled = os.path.join(out, "unlabeled")
-    write_unlabeled_folder(unlabeled, settings.num_unlabeled, settings.unlabeled_shape, seed=100)
-    dataset = write_labeled_dataset(
-        os.path.join(out, "nnUNet_raw"),
-        DATASET_ID,
-        DATASET_NAME,
-        num_cases=settings.num_train,
-        shape=settings.shape,
-        seed=0,
-        num_test_cases=settings.num_test,
-    )
+    os.makedirs(unlabeled)
+    for i in range(settings.num_unlabeled):
+        image, _ = make_task_volume(settings.unlabeled_shape, UNLABELED_SEED + i)
+        write_image(image, os.path.join(unlabeled, f"lsm_{i:03d}_0000.tif"),
+                    sidecar_json=os.path.join(unlabeled, f"lsm_{i:03d}.json"))  # spacing sidecar: CASE.json
+    dataset = os.path.join(out, "nnUNet_raw", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    labelled = settings.num_train + settings.num_val
+    write_task_cases(dataset, "Tr", [(f"case_{i:03d}", LABELLED_SEED + i) for i in range(labelled)], settings.shape)
+    write_task_cases(dataset, "Ts", [(f"test_{i:03d}", TEST_SEED + i) for i in range(settings.num_test)],
+                     settings.shape)
+    write_dataset_json(dataset, DATASET_NAME, labelled, "nnssl_demo: synthetic light-sheet-like nuclei and vessels")
     return unlabeled, dataset
+
+
+def write_split(out: str, settings: DemoSettings) -> str:
+    """``splits_final.json`` with fold 0 only: the first ``num_train`` labelled volumes train, the rest
+    validate (a few labelled volumes, as in a light-sheet project). Returns the file."""
+    preprocessed = os.path.join(out, "nnUNet_preprocessed", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    cases = [f"case_{i:03d}" for i in range(settings.num_train + settings.num_val)]
+    path = os.path.join(preprocessed, "splits_final.json")
+    with open(path, "w") as f:
+        json.dump([{"train": cases[: settings.num_train], "val": cases[settings.num_train :]}], f, indent=2)
+    return path
 
 
 def add_cpu_configuration(out: str) -> str:
@@ -138,7 +158,7 @@ class DemoResult:
     """What the demo reports: held-out Dice per arm, the pretraining's ``val / trivial`` ratio (below 1:
     the network learned to reconstruct) and the Dice-vs-steps plot of both arms."""
 
-    dice: dict[str, float]
+    dice: dict[str, dict[str, float]]  # arm -> {"nuclei", "vessels", "mean"}
     pretraining_ratio: float | None
     dice_plot: str
 
@@ -179,6 +199,8 @@ def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> DemoRe
         flush=True,
     )
     runner.call("add configuration 3d_cpu", lambda: add_cpu_configuration(out))
+    runner.call("split: fold 0", lambda: write_split(out, settings),
+                f"{settings.num_train} labelled volumes train, {settings.num_val} validate")
     runner.run(
         "nnssl MAE pretraining",
         "pretrain",
@@ -199,14 +221,25 @@ def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> DemoRe
     return DemoResult(dice, ratio, plot)
 
 
-def _dice_per_arm(predictions: dict[str, str], dataset_folder: str, out: str) -> dict[str, float]:
-    from nnssl.demo.evaluate import folder_dice
+def _dice_per_arm(predictions: dict[str, str], dataset_folder: str, out: str) -> dict[str, dict[str, float]]:
+    """Dice per structure and their mean, per arm, from ``nnssl.evaluation`` (nnU-Net's rule; a
+    summary.json per arm in ``out``); per-case mean Dice in ``out/dice.json``."""
+    from nnssl.demo.lsm_task import STRUCTURES
+    from nnssl.evaluation.folders import evaluate_folders
 
     references = os.path.join(dataset_folder, "labelsTs")
-    per_case = {arm: folder_dice(folder, references) for arm, folder in predictions.items()}
+    dice, per_case = {}, {}
+    for arm, folder in predictions.items():
+        summary = evaluate_folders(references, folder, os.path.join(out, f"summary_{arm}.json"),
+                                   labels=list(STRUCTURES), families=("overlap",))
+        dice[arm] = {name: summary["mean"][str(label)]["Dice"] for label, name in STRUCTURES.items()}
+        dice[arm]["mean"] = summary["foreground_mean"]["Dice"]
+        per_case[arm] = {os.path.basename(case["reference_file"]).split(".")[0]:
+                         sum(case["metrics"][str(label)]["Dice"] for label in STRUCTURES) / len(STRUCTURES)
+                         for case in summary["metric_per_case"]}
     with open(os.path.join(out, "dice.json"), "w") as f:
         json.dump(per_case, f, indent=2)
-    return {arm: sum(scores.values()) / len(scores) for arm, scores in per_case.items()}
+    return dice
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -250,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     out = prepare_work_folder(args.out)
     print(f"nnssl demo ({'quick' if args.quick else 'full'}) in {out}", flush=True)
     start = time.monotonic()
-    runner = StepRunner(out, total_steps=11)
+    runner = StepRunner(out, total_steps=12)
     try:
         result = run_pipeline(runner, out, settings)
     except DemoStepError as e:
@@ -261,9 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "not recorded" if ratio is None else f"{ratio:.3f} ({'below' if ratio < 1 else 'NOT below'} 1: the " \
         f"network {'learned' if ratio < 1 else 'did not learn'} to reconstruct hidden voxels)"
     print(f"\n=== nnssl demo: MAE pretraining, validation loss / trivial answer's: {verdict}")
-    print("=== nnssl demo: Dice on held-out synthetic cases (label 'structure') ===")
-    print(f"  pretrained (MAE) + {settings.ssl_trainer}: {result.dice['pretrained']:.4f}")
-    print(f"  from scratch, {settings.scratch_trainer}: {result.dice['scratch']:.4f}")
+    print(f"=== nnssl demo: Dice on {settings.num_test} held-out volumes; both arms learned from "
+          f"{settings.num_train} labelled volumes ===")
+    for arm, label in (("pretrained", f"pretrained (MAE) + {settings.ssl_trainer}"),
+                       ("scratch", f"from scratch, {settings.scratch_trainer}")):
+        print(f"  {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.dice[arm].items()))
+    print(verdict_line(result.dice))
+    print(f"confirmation study (docs/results.md): {CONFIRMATION_STUDY}")
     print(f"Dice vs fine-tuning steps of both arms: {result.dice_plot}")
     print(f"total time {time.monotonic() - start:.0f} s; per-case Dice in {os.path.join(out, 'dice.json')}")
     return 0

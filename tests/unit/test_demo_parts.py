@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 from nnssl.demo.evaluate import dice, folder_dice
-from nnssl.demo.run_demo import _parse_args, prepare_work_folder, settings_from_args
+from nnssl.demo.report import verdict_line
+from nnssl.demo.run_demo import _parse_args, prepare_work_folder, settings_from_args, write_split
 from nnssl.demo.steps import subprocess_env
 from nnssl.demo.synthetic import write_image
 
@@ -39,9 +41,23 @@ def test_settings_quick_and_overrides() -> None:
     full = settings_from_args(_parse_args([]))
     assert full.ssl_trainer == "nnSSLTrainer_10epochs_25iters"
     assert full.scratch_trainer == "nnUNetTrainer_10epochs_25iters"
-    assert full.num_train >= 5  # nnU-Net's 5-fold split
+    assert (full.num_train, full.num_val) == (2, 1)  # a few labelled volumes, fold 0 of a written split
     quick = settings_from_args(_parse_args(["--quick", "--pretrain-epochs", "1"]))
     assert quick.pretrain_epochs == 1 and quick.ssl_trainer.endswith("_noMirroring")
+
+
+def test_split_trains_on_the_first_volumes_and_validates_on_the_rest(tmp_path) -> None:
+    settings = settings_from_args(_parse_args([]))
+    (tmp_path / "nnUNet_preprocessed" / "Dataset501_SyntheticLSM").mkdir(parents=True)
+    with open(write_split(str(tmp_path), settings)) as f:
+        assert json.load(f) == [{"train": ["case_000", "case_001"], "val": ["case_002"]}]
+
+
+def test_verdict_line_says_whether_pretraining_paid() -> None:
+    paid = verdict_line({"pretrained": {"mean": 0.61}, "scratch": {"mean": 0.6}})
+    assert paid.startswith("verdict: pretraining paid") and "(+0.0100)" in paid
+    lost = verdict_line({"pretrained": {"mean": 0.5}, "scratch": {"mean": 0.6}})
+    assert "pretraining did NOT pay" in lost and "(-0.1000)" in lost
 
 
 def test_subprocess_env(tmp_path, monkeypatch) -> None:

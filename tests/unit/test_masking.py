@@ -50,3 +50,18 @@ def test_non_dividing_block_is_cropped_to_the_patch():
 def test_invalid_ratio():
     with pytest.raises(ValueError):
         random_block_mask(1, (8, 8, 8), (2, 2, 2), 1.0)
+
+
+@pytest.mark.parametrize("method", ["mae", "sparkmae"])
+def test_masked_methods_take_coarser_blocks_through_min_blocks_per_axis(method):
+    """The default keeps at least 8 blocks per patch axis; ``min_blocks_per_axis=4`` gives blocks of a quarter
+    of each axis (the coarser, bottleneck-like masks of the reference), recorded in the settings."""
+    from nnssl.pretraining.methods.registry import create_method
+
+    default = create_method(method, (16, 32, 32), 1, {})
+    coarse = create_method(method, (16, 32, 32), 1, {"min_blocks_per_axis": 4})
+    assert default.settings()["block_size_per_axis"] == [2, 4, 4]
+    assert coarse.settings()["block_size_per_axis"] == [4, 8, 8]
+    assert coarse.settings()["min_blocks_per_axis"] == 4
+    mask = coarse.mask(torch.ones(2, 1, 16, 32, 32), torch.Generator().manual_seed(0))[1]
+    assert mask.shape == (2, 1, 16, 32, 32) and int(mask[0].sum()) % (4 * 8 * 8) == 0  # whole 4x8x8 blocks
