@@ -158,8 +158,9 @@ def make_jobs(settings: Settings, phase: str, arms: list[str], budgets: list[int
     folds = parts.subsets(settings.num_pool, settings.ks, seeds)
     parts.write_splits(os.path.join(os.environ["nnUNet_preprocessed"], parts.DATASET_FOLDER), folds)
     jobs = []
+    # seed by seed (both ks, every arm): a run stopped early leaves whole seeds to compare
     for budget in budgets:
-        for fold in folds:
+        for fold in sorted(folds, key=lambda f: (f["seed"], f["k"])):
             for arm in arms:
                 _, pretraining = arms_.parse_arm(arm)
                 checkpoint = os.path.join(pretrainings[pretraining], FINAL_CHECKPOINT) if pretraining else None

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import os
 
-from nnssl.errors import NnsslError
+from nnssl.nnunet_folders import RESULTS_ENV, nnunet_folder
 
 # the names nnU-Net gives its own training checkpoints too (in ``fold_X/``)
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
-RESULTS_ENV = "nnUNet_results"
 PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
 
 
 def results_root(hint: str = "") -> str:
-    """nnU-Net's results folder; an NnsslError saying how to set it (plus ``hint``) when it is not set."""
-    root = os.environ.get(RESULTS_ENV)
-    if not root:
-        raise NnsslError(f"{RESULTS_ENV} is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths){hint}")
-    return root
+    """nnU-Net's results folder (``nnunet_folder``: a one-line error naming the fix, plus ``hint``, when unset)."""
+    return nnunet_folder(RESULTS_ENV, hint)
 
 
 def flow1_run_folder(results: str, dataset_name: str, method: str, plans_name: str, configuration: str) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.errors import NnsslError
+from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, nnunet_folder
 
 if TYPE_CHECKING:
     from nnssl.nnunet_adapter.plan_like import PlanLikeResult
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 PROG = "nnssl_plan_like_pretrained"
 # same as nnssl.nnunet_adapter.plan_like.NAME_PATTERN (not imported from there: that module loads torch)
 NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
-REQUIRED_ENV = ("nnUNet_raw", "nnUNet_preprocessed")
 logger = logging.getLogger(__name__)
 
 
@@ -67,9 +67,8 @@ def validate_arguments(args: argparse.Namespace) -> None:
         raise NnsslError(f"-d {dataset}: expected a dataset id (e.g. 501) or name (e.g. Dataset501_Cells)")
     if not os.path.exists(args.pretrained):
         raise NnsslError(f"--pretrained {args.pretrained}: no such file or folder; check the path")
-    for var in REQUIRED_ENV:
-        if not os.environ.get(var):
-            raise NnsslError(f"{var} is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths)")
+    for var in (RAW_ENV, PREPROCESSED_ENV):
+        nnunet_folder(var)
     if args.name is not None and (not re.fullmatch(NAME_PATTERN, args.name) or "__" in args.name):
         raise NnsslError(
             f"-n {args.name}: use letters, digits, '-', '.' and single '_' only (it becomes a file name)"

@@ -18,9 +18,10 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 
-from nnssl.checkpoints.layout import FINAL_CHECKPOINT, RESULTS_ENV, flow1_run_folder
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, flow1_run_folder
 from nnssl.demo.report import CONFIRMATION_STUDY, verdict_line
 from nnssl.demo.steps import DemoStepError, StepRunner, print_failure
+from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV
 from nnssl.pretraining.engine.settings import DEFAULT_METHOD
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def generate_data(out: str, settings: DemoSettings) -> tuple[str, str]:
         image, _ = make_task_volume(settings.unlabeled_shape, UNLABELED_SEED + i)
         write_image(image, os.path.join(unlabeled, f"lsm_{i:03d}_0000.tif"),
                     sidecar_json=os.path.join(unlabeled, f"lsm_{i:03d}.json"))  # spacing sidecar: CASE.json
-    dataset = os.path.join(out, "nnUNet_raw", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    dataset = os.path.join(out, RAW_ENV, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
     labelled = settings.num_train + settings.num_val
     write_task_cases(dataset, "Tr", [(f"case_{i:03d}", LABELLED_SEED + i) for i in range(labelled)], settings.shape)
     write_task_cases(dataset, "Ts", [(f"test_{i:03d}", TEST_SEED + i) for i in range(settings.num_test)],
@@ -104,7 +105,7 @@ def generate_data(out: str, settings: DemoSettings) -> tuple[str, str]:
 def write_split(out: str, settings: DemoSettings) -> str:
     """``splits_final.json`` with fold 0 only: the first ``num_train`` labelled volumes train, the rest
     validate (a few labelled volumes, as in a light-sheet project). Returns the file."""
-    preprocessed = os.path.join(out, "nnUNet_preprocessed", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    preprocessed = os.path.join(out, PREPROCESSED_ENV, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
     cases = [f"case_{i:03d}" for i in range(settings.num_train + settings.num_val)]
     path = os.path.join(preprocessed, "splits_final.json")
     with open(path, "w") as f:
@@ -121,7 +122,7 @@ def add_cpu_configuration(out: str) -> str:
     from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
 
     dataset_name = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
-    plans_file = os.path.join(out, "nnUNet_preprocessed", dataset_name, "nnUNetPlans.json")
+    plans_file = os.path.join(out, PREPROCESSED_ENV, dataset_name, "nnUNetPlans.json")
     with open(plans_file) as f:
         plans = json.load(f)
     fullres = get_configuration(plans, "3d_fullres", plans_file).configuration
@@ -141,7 +142,7 @@ def train_and_predict(runner: StepRunner, out: str, trainer: str, arm: str, sett
         ["nnUNetv2_train", str(DATASET_ID), CPU_CONFIGURATION, "0", "-tr", trainer, "-device", "cpu"],
     )
     predictions = os.path.join(out, "predictions", arm)
-    dataset_folder = os.path.join(out, "nnUNet_raw", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
+    dataset_folder = os.path.join(out, RAW_ENV, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}")
     command = [
         "nnUNetv2_predict", "-i", os.path.join(dataset_folder, "imagesTs"), "-o", predictions,
         "-d", str(DATASET_ID), "-c", CPU_CONFIGURATION, "-f", "0", "-tr", trainer, "-device", "cpu",

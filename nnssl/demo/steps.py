@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from nnssl.checkpoints.layout import RESULTS_ENV
+from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV
 
 T = TypeVar("T")
 TAIL_LINES = 40
@@ -42,9 +42,7 @@ def subprocess_env(out: str, planning: bool) -> dict[str, str]:
     """
     env = dict(os.environ)
     env.update(
-        nnUNet_raw=os.path.join(out, "nnUNet_raw"),
-        nnUNet_preprocessed=os.path.join(out, "nnUNet_preprocessed"),
-        **{RESULTS_ENV: os.path.join(out, RESULTS_ENV)},
+        **{name: os.path.join(out, name) for name in (RAW_ENV, PREPROCESSED_ENV, RESULTS_ENV)},
         nnUNet_compile="false",
         nnUNet_def_n_proc="1",
         PYTHONUNBUFFERED="1",

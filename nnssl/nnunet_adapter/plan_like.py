@@ -34,7 +34,6 @@ from nnssl.checkpoints.adaptation_plan import (
     rename_key,
 )
 from nnssl.checkpoints.files import load_checkpoint, resolve_checkpoint_path
-from nnssl.checkpoints.layout import RESULTS_ENV
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plans import (
     build_network,
@@ -42,6 +41,7 @@ from nnssl.nnunet_adapter.plans import (
     num_input_channels,
     preprocessed_root,
 )
+from nnssl.nnunet_folders import RAW_ENV, RESULTS_ENV, nnunet_folder, optional_nnunet_folder
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ CHECKPOINT_PLANS_KEY = "nnssl_pretrained_checkpoint"
 # nnU-Net's minimum batch size, and the one its fine-tuning from SSL checkpoints plans with
 RECOMMENDED_PATCH_BATCH_SIZE = 2
 # nnU-Net's environment variables (named once; their spelling is nnU-Net's)
-ENV_RAW, ENV_N_PROC_DA = "nnUNet_raw", "nnUNet_n_proc_DA"
+ENV_N_PROC_DA = "nnUNet_n_proc_DA"
 NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
 
 
@@ -173,7 +173,7 @@ def check_patch_size(patch_size: list[int], total_stride: list[int], checkpoint_
 def checkpoint_reference(checkpoint_file: str) -> str:
     """The checkpoint path as recorded in the plans: relative to the results folder when it lies there."""
     path = os.path.realpath(checkpoint_file)
-    results = os.environ.get(RESULTS_ENV)
+    results = optional_nnunet_folder(RESULTS_ENV)
     if results:
         root = os.path.realpath(results)
         # commonpath (not startswith) so that /results2/x is not taken to be under /results
@@ -184,9 +184,7 @@ def checkpoint_reference(checkpoint_file: str) -> str:
 
 def _dataset_files(dataset: str) -> tuple[str, dict, dict, str]:
     """(dataset_name, raw dataset.json, fingerprint, preprocessed folder), with one-line errors."""
-    raw_root = os.environ.get(ENV_RAW)
-    if not raw_root:
-        raise NnsslError("nnUNet_raw is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths)")
+    raw_root = nnunet_folder(RAW_ENV)
     pre_root = preprocessed_root()
     dataset_name = dataset_name_from_id(dataset)
     dataset_json_file = os.path.join(raw_root, dataset_name, "dataset.json")

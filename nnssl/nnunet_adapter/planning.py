@@ -17,8 +17,8 @@ from batchgenerators.utilities.file_and_folder_operations import load_json, save
 from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
 from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
-from nnssl.checkpoints.layout import RESULTS_ENV
 from nnssl.errors import NnsslError
+from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV
 
 WORKSPACE_DATASET_ID = 999
 WORKSPACE_DATASET_NAME = f"Dataset{WORKSPACE_DATASET_ID}_nnsslPretrain"
@@ -27,7 +27,7 @@ WORKSPACE_DATASET_NAME = f"Dataset{WORKSPACE_DATASET_ID}_nnsslPretrain"
 @contextlib.contextmanager
 def nnunet_paths(raw: str, preprocessed: str, results: str | None = None) -> Iterator[None]:
     """Points nnU-Net's path variables (read lazily by nnunetv2 2.8) at a workspace, then restores them."""
-    names = {"nnUNet_raw": raw, "nnUNet_preprocessed": preprocessed}
+    names = {RAW_ENV: raw, PREPROCESSED_ENV: preprocessed}
     if results is not None:
         names[RESULTS_ENV] = results
     saved = {k: os.environ.get(k) for k in names}
@@ -47,8 +47,8 @@ class PlanningWorkspace:
 
     def __init__(self, output_folder: str) -> None:
         self.root = os.path.join(output_folder, "nnUNet_workspace")
-        self.raw = os.path.join(self.root, "nnUNet_raw")
-        self.preprocessed = os.path.join(self.root, "nnUNet_preprocessed")
+        self.raw = os.path.join(self.root, RAW_ENV)
+        self.preprocessed = os.path.join(self.root, PREPROCESSED_ENV)
         self.raw_dataset = os.path.join(self.raw, WORKSPACE_DATASET_NAME)
         self.preprocessed_dataset = os.path.join(self.preprocessed, WORKSPACE_DATASET_NAME)
         self.fingerprint_file = os.path.join(self.preprocessed_dataset, "dataset_fingerprint.json")

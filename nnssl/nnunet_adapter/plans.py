@@ -15,13 +15,11 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 
 from nnssl.errors import NnsslError
+from nnssl.nnunet_folders import PREPROCESSED_ENV, nnunet_folder
 
 
 def preprocessed_root() -> str:
-    root = os.environ.get("nnUNet_preprocessed")
-    if not root:
-        raise NnsslError("nnUNet_preprocessed is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths)")
-    return root
+    return nnunet_folder(PREPROCESSED_ENV)
 
 
 def dataset_name_from_id(dataset: str) -> str:

@@ -23,6 +23,7 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.case_store import resampled_shape
+from nnssl.nnunet_folders import RESULTS_ENV, nnunet_folder
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ class ModelRequest:
 
 def model_folder(request: ModelRequest) -> str:
     """nnU-Net's results folder of the model, checked to exist (one-line errors naming the fix)."""
-    if not os.environ.get("nnUNet_results"):
-        raise NnsslError("nnUNet_results is not set; export it (the folder nnUNetv2_train wrote the model into)")
+    nnunet_folder(RESULTS_ENV, " (the folder nnUNetv2_train wrote the model into)")
     try:
         folder = get_output_folder(request.dataset, request.trainer, request.plans, request.configuration)
     except (RuntimeError, ValueError) as e:

@@ -9,6 +9,7 @@ import os
 
 from nnssl.checkpoints.layout import flow1_run_folder, results_root
 from nnssl.errors import NnsslError
+from nnssl.nnunet_folders import PREPROCESSED_ENV, nnunet_folder
 from nnssl.pretraining.data.image_discovery import UnlabeledCase, discover_cases
 from nnssl.pretraining.data.image_reading import CaseLoader, ConstantImageError, check_case_header, check_case_sample
 from nnssl.pretraining.data.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS, is_large_case
@@ -42,10 +43,9 @@ def check_cases(cases: list[UnlabeledCase],
 
 def _flow1_locations(request: PretrainRequest) -> tuple[str, str]:
     """(preprocessed dataset folder, run folder) of flow 1."""
-    if not os.environ.get("nnUNet_preprocessed"):
-        raise NnsslError("nnUNet_preprocessed is not set; export it as for nnU-Net (nnU-Net's setting_up_paths)")
+    preprocessed = nnunet_folder(PREPROCESSED_ENV)
     results = results_root()
-    dataset_folder = run_folder.find_dataset_folder(os.environ["nnUNet_preprocessed"], request.dataset)
+    dataset_folder = run_folder.find_dataset_folder(preprocessed, request.dataset)
     if dataset_folder is None:
         raise NnsslError(f"-d {request.dataset}: dataset not planned; run nnUNetv2_plan_and_preprocess -d "
                          f"{request.dataset} first")

@@ -1,0 +1,36 @@
+"""nnU-Net's folders are read from the environment in one place, with one message."""
+
+from __future__ import annotations
+
+import pytest
+
+import nnssl
+from nnssl.errors import NnsslError
+from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV, nnunet_folder
+from tests.unit.test_import_rules import PACKAGE
+
+
+@pytest.mark.parametrize("variable", [RAW_ENV, PREPROCESSED_ENV, RESULTS_ENV])
+def test_one_message_names_the_variable_and_the_fix(monkeypatch, tmp_path, variable):
+    monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(NnsslError) as error:
+        nnunet_folder(variable, " (the folder nnUNetv2_train wrote the model into)")
+    assert str(error.value) == (f"{variable} is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths)"
+                                " (the folder nnUNetv2_train wrote the model into)")
+    monkeypatch.setenv(variable, str(tmp_path))
+    assert nnunet_folder(variable) == str(tmp_path)
+
+
+def test_no_other_module_checks_the_variables_itself():
+    """The check is written once: no other module of the package says 'is not set' or reads nnU-Net's folder
+    variables from the environment itself."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "nnunet_folders.py":
+            continue
+        text = path.read_text()
+        needles = ["is not set", *(f"environ.get({v}" for v in ("RAW_ENV", "PREPROCESSED_ENV", "RESULTS_ENV")),
+                   *(f'environ.get("{v}"' for v in (RAW_ENV, PREPROCESSED_ENV, RESULTS_ENV)),
+                   *(f'environ["{v}"]' for v in (RAW_ENV, PREPROCESSED_ENV, RESULTS_ENV))]
+        offenders += [f"{path}: {needle}" for needle in needles if needle in text]
+    assert nnssl.__file__ and offenders == []
