@@ -4,6 +4,7 @@ one message. Reading an environment variable is not an nnU-Net internal, so this
 from __future__ import annotations
 
 import os
+import re
 
 from nnssl.errors import NnsslError
 
@@ -19,6 +20,16 @@ def nnunet_folder(variable: str, hint: str = "") -> str:
     if not folder:
         raise NnsslError(f"{variable} is not set; export it as for nnU-Net (see nnU-Net's setting_up_paths){hint}")
     return folder
+
+
+NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
+
+
+def check_name_part(flag: str, name: str) -> None:
+    """A name that becomes part of a plans or folder name: letters, digits, '-', '.' and single '_' (nnU-Net
+    splits ``TRAINER__PLANS__CONFIGURATION`` folder names on ``__``); an NnsslError naming ``flag`` otherwise."""
+    if not re.fullmatch(NAME_PATTERN, name) or "__" in name:
+        raise NnsslError(f"{flag} {name}: use letters, digits, '-', '.' and single '_' only (it becomes a file name)")
 
 
 def optional_nnunet_folder(variable: str) -> str | None:

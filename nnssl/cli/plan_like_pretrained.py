@@ -20,14 +20,12 @@ from typing import TYPE_CHECKING
 
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.errors import NnsslError
-from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, nnunet_folder
+from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, check_name_part, nnunet_folder
 
 if TYPE_CHECKING:
     from nnssl.nnunet_adapter.plan_like import PlanLikeResult
 
 PROG = "nnssl_plan_like_pretrained"
-# same as nnssl.nnunet_adapter.plan_like.NAME_PATTERN (not imported from there: that module loads torch)
-NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
 logger = logging.getLogger(__name__)
 
 
@@ -69,10 +67,8 @@ def validate_arguments(args: argparse.Namespace) -> None:
         raise NnsslError(f"--pretrained {args.pretrained}: no such file or folder; check the path")
     for var in (RAW_ENV, PREPROCESSED_ENV):
         nnunet_folder(var)
-    if args.name is not None and (not re.fullmatch(NAME_PATTERN, args.name) or "__" in args.name):
-        raise NnsslError(
-            f"-n {args.name}: use letters, digits, '-', '.' and single '_' only (it becomes a file name)"
-        )
+    if args.name is not None:
+        check_name_part("-n", args.name)
     if args.patch_size is not None and any(p < 1 for p in args.patch_size):
         raise NnsslError(f"--patch-size {' '.join(map(str, args.patch_size))}: every entry must be positive")
     if args.batch_size is not None and args.batch_size < 1:

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.cli.common import run_cli, setup_logging
 from nnssl.errors import NnsslError
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", nargs="+", default=None, help="folds to ensemble (default: every trained fold)")
     parser.add_argument("-tr", default="nnUNetTrainer", help="trainer class (default nnUNetTrainer)")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
+    parser.add_argument("-chk", default=FINAL_CHECKPOINT, help=f"checkpoint name (default {FINAL_CHECKPOINT})")
     parser.add_argument("-device", default="cuda", help="cuda, cpu or mps (default cuda)")
     parser.add_argument("-step_size", type=float, default=0.5, help="sliding-window step, fraction of the patch "
                                                                       "(default 0.5)")

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from nnssl.checkpoints.adaptation_plan import (
     rename_key,
 )
 from nnssl.checkpoints.files import load_checkpoint, resolve_checkpoint_path
+from nnssl.checkpoints.lookup import PLANS_KEY
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plans import (
     build_network,
@@ -41,19 +41,17 @@ from nnssl.nnunet_adapter.plans import (
     num_input_channels,
     preprocessed_root,
 )
-from nnssl.nnunet_folders import RAW_ENV, RESULTS_ENV, nnunet_folder, optional_nnunet_folder
+from nnssl.nnunet_folders import RAW_ENV, RESULTS_ENV, check_name_part, nnunet_folder, optional_nnunet_folder
 
 logger = logging.getLogger(__name__)
 
 PLANS_BASENAME = "nnsslPlans"
 CONFIGURATION = "3d_fullres"
-CHECKPOINT_PLANS_KEY = "nnssl_pretrained_checkpoint"
 # a plans-name suffix: a file name part without "__" (checked separately) and without a trailing "_"
 # nnU-Net's minimum batch size, and the one its fine-tuning from SSL checkpoints plans with
 RECOMMENDED_PATCH_BATCH_SIZE = 2
 # nnU-Net's environment variables (named once; their spelling is nnU-Net's)
 ENV_N_PROC_DA = "nnUNet_n_proc_DA"
-NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
 
 
 @dataclass
@@ -105,10 +103,7 @@ def plans_name_for(name: str | None) -> str:
     """
     if not name:
         return PLANS_BASENAME
-    if not re.fullmatch(NAME_PATTERN, name) or "__" in name:
-        raise NnsslError(
-            f"-n {name}: use letters, digits, '-', '.' and single '_' only (it becomes a file name)"
-        )
+    check_name_part("-n", name)
     return f"{PLANS_BASENAME}_{name}"
 
 
@@ -309,7 +304,7 @@ def compose_plans(planner_plans: dict, facts: PretrainingFacts, plans_name: str,
         # the automatic choices are nnU-Net's default planner's (the subclass only skips saving)
         experiment_planner_used=ExperimentPlanner.__name__,
     )
-    plans[CHECKPOINT_PLANS_KEY] = checkpoint_ref
+    plans[PLANS_KEY] = checkpoint_ref
     recursive_fix_for_json_export(plans)
     return plans
 

@@ -21,6 +21,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.case_store import resampled_shape
 from nnssl.nnunet_folders import RESULTS_ENV, nnunet_folder
@@ -41,7 +42,7 @@ class ModelRequest:
     trainer: str = "nnUNetTrainer"
     plans: str = "nnUNetPlans"
     folds: tuple[str, ...] | None = None  # None: every fold that has the checkpoint
-    checkpoint: str = "checkpoint_final.pth"
+    checkpoint: str = FINAL_CHECKPOINT
 
 
 def model_folder(request: ModelRequest) -> str:

@@ -14,6 +14,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from nnssl.schedules import POLY_EXPONENT, warmup_poly_lr
+
 LR_SCALE = "lr_scale"
 """Parameter-group key: the group's multiplier of the scheduled learning rate (1.0 when absent)."""
 
@@ -22,9 +24,6 @@ FINE_TUNING_INITIAL_LR = 1e-3
 
 WARMUP_FRACTION = 0.05
 """Default warm-up length as a fraction of ``num_epochs`` (nnU-Net's PretrainedTrainer: 50 of 1000)."""
-
-POLY_EXPONENT = 0.9
-
 
 def epochs_for_fraction(fraction: float, num_epochs: int, at_most: int) -> int:
     """``fraction * num_epochs`` epochs, rounded half up, at least 1 when ``fraction > 0``, at most
@@ -43,23 +42,6 @@ def warmup_epochs_for(num_epochs: int, fraction: float = WARMUP_FRACTION) -> int
     """Warm-up epochs of a ``num_epochs`` training: ``epochs_for_fraction``, leaving at least one epoch
     (the peak) to the poly decay, i.e. at most ``num_epochs - 1``."""
     return epochs_for_fraction(fraction, num_epochs, num_epochs - 1)
-
-
-def warmup_poly_lr(
-    step: int, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = POLY_EXPONENT
-) -> float:
-    """The learning rate at ``step`` (an epoch, as nnU-Net counts it).
-
-    Warm-up (``step < warmup_steps``): ``initial_lr * (step + 1) / (warmup_steps + 1)``, a line from
-    ~0 that would reach ``initial_lr`` at ``warmup_steps``. Then nnU-Net's poly decay over the remaining
-    steps: ``initial_lr * (1 - (step - warmup_steps) / (max_steps - warmup_steps)) ** exponent``.
-    With ``warmup_steps == 0`` this is exactly nnU-Net's ``PolyLRScheduler``.
-    """
-    if step < warmup_steps:
-        return initial_lr * (step + 1) / (warmup_steps + 1)
-    decay_steps = max(max_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
-    return initial_lr * (1 - progress) ** exponent
 
 
 class WarmupPolyLRScheduler(LRScheduler):

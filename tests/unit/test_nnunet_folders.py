@@ -6,7 +6,7 @@ import pytest
 
 import nnssl
 from nnssl.errors import NnsslError
-from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV, nnunet_folder
+from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV, check_name_part, nnunet_folder
 from tests.unit.test_import_rules import PACKAGE
 
 
@@ -34,3 +34,14 @@ def test_no_other_module_checks_the_variables_itself():
                    *(f'environ["{v}"]' for v in (RAW_ENV, PREPROCESSED_ENV, RESULTS_ENV))]
         offenders += [f"{path}: {needle}" for needle in needles if needle in text]
     assert nnssl.__file__ and offenders == []
+
+
+@pytest.mark.parametrize("name", ["lsm", "lsm_v2", "a.b-c", "9"])
+def test_name_parts_that_nnunet_folder_names_allow(name):
+    check_name_part("-n", name)
+
+
+@pytest.mark.parametrize("name", ["two__underscores", "_leading", "trailing-", "with space", "a/b", ""])
+def test_name_parts_refused_with_the_flag_named(name):
+    with pytest.raises(NnsslError, match=f"^-n {name}: use letters, digits"):
+        check_name_part("-n", name)

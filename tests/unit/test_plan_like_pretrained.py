@@ -18,10 +18,10 @@ import SimpleITK as sitk
 
 from nnssl.checkpoints.files import save_atomic
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT
+from nnssl.checkpoints.lookup import PLANS_KEY
 from nnssl.cli import plan_like_pretrained as cli
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plan_like import (
-    CHECKPOINT_PLANS_KEY,
     plan_like_pretrained,
     round_patch_size,
 )
@@ -157,7 +157,7 @@ def test_plans_follow_the_pretraining(roots):
     assert config["batch_size"] >= 1
     assert "0" in plans["foreground_intensity_properties_per_channel"]
     assert plans["image_reader_writer"] == "SimpleITKIO"
-    assert plans[CHECKPOINT_PLANS_KEY] == os.path.join("lsm_mae", FINAL_CHECKPOINT)
+    assert plans[PLANS_KEY] == os.path.join("lsm_mae", FINAL_CHECKPOINT)
     # nnU-Net's default plans are left alone
     assert not os.path.exists(os.path.join(roots["nnUNet_preprocessed"], "Dataset501_Toy", "nnUNetPlans.json"))
 
@@ -172,7 +172,7 @@ def test_name_file_argument_spacing_and_overrides(roots):
     assert config["data_identifier"] == "nnsslPlans_run2_3d_fullres"
     assert config["spacing"] == pytest.approx([2.0, 1.0, 1.0])  # the dataset's own
     assert config["patch_size"] == [8, 16, 32] and config["batch_size"] == 3
-    assert plans[CHECKPOINT_PLANS_KEY] == os.path.realpath(checkpoint_file)  # absolute outside nnUNet_results
+    assert plans[PLANS_KEY] == os.path.realpath(checkpoint_file)  # absolute outside nnUNet_results
 
 
 def test_axis_order_follows_the_pretraining(roots):
@@ -230,7 +230,7 @@ def test_an_ecosystem_checkpoint_plans_from_its_adaptation_plan(roots, tmp_path)
     # the recommended downstream patch size and batch size 2, as nnU-Net's fine-tuning plans them
     assert config["patch_size"] == result.patch_size == [16, 32, 32] and config["batch_size"] == 2
     assert config["normalization_schemes"] == ["ZScoreNormalization"] and config["use_mask_for_norm"] == [False]
-    assert plans[CHECKPOINT_PLANS_KEY] == os.path.realpath(path)
+    assert plans[PLANS_KEY] == os.path.realpath(path)
 
 
 def test_an_ecosystem_checkpoint_without_spacing_plans_a_two_channel_dataset(roots, tmp_path):

@@ -46,11 +46,12 @@ from nnssl.pretraining.engine.reporting import (
     progress_summary,
     save_preview,
 )
-from nnssl.pretraining.engine.schedule import local_batch_size, poly_lr, split_cases
+from nnssl.pretraining.engine.schedule import local_batch_size, split_cases
 from nnssl.pretraining.engine.settings import PretrainData, PretrainSettings
 from nnssl.pretraining.engine.state import capture_rng_state, restore_rng_state, seed_everything
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel
 from nnssl.pretraining.methods.registry import create_method, get_method
+from nnssl.schedules import warmup_poly_lr
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ class PretrainingLoop:
         return distributed.weighted_mean(local, weight), means, preview
 
     def _set_lr(self) -> float:
-        lr = poly_lr(self.settings.initial_lr, self.epoch, self.settings.epochs)
+        lr = warmup_poly_lr(self.epoch, self.settings.initial_lr, self.settings.epochs, warmup_steps=0)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

@@ -19,6 +19,7 @@ from nnssl.errors import NnsslError
 from nnssl.pretraining.data.image_discovery import UnlabeledCase
 from nnssl.pretraining.engine import run_folder
 from nnssl.pretraining.engine.inputs import check_cases, prepare
+from nnssl.pretraining.engine.schedule import check_batch_size
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest, saved_settings
 
 if TYPE_CHECKING:
@@ -68,9 +69,8 @@ def run(request: PretrainRequest) -> str:
     if request.continue_run:
         request.settings = saved_settings(run_folder.read_run_file(out)["settings"], request.settings)
     batch_size = request.settings.batch_size
-    if distributed.world_size() > 1 and batch_size and batch_size < distributed.world_size():
-        raise NnsslError(f"-b {batch_size}: smaller than the number of processes ({distributed.world_size()}); "
-                         f"every process needs at least one sample of the batch")
+    if batch_size:  # checked before any process group exists (the plans' batch size is checked when loaded)
+        check_batch_size(batch_size, distributed.world_size())
     distributed.init(request.device)
     try:
         distributed.barrier()  # every process has checked the output folder before rank 0 writes into it

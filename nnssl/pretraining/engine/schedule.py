@@ -23,16 +23,16 @@ def split_cases(identifiers: list[str], val_fraction: float, seed: int) -> tuple
     return sorted(ids[n_val:]), sorted(ids[:n_val])
 
 
-def poly_lr(initial_lr: float, epoch: int, max_epochs: int, exponent: float = 0.9) -> float:
-    """nnU-Net's polynomial decay."""
-    return initial_lr * (1 - epoch / max_epochs) ** exponent
+def check_batch_size(global_batch_size: int, world_size: int) -> None:
+    """Every process needs at least one sample of the batch; an NnsslError naming the fix otherwise."""
+    if global_batch_size < world_size:
+        raise NnsslError(f"batch size {global_batch_size}: smaller than the number of processes ({world_size}); "
+                         f"every process needs at least one sample: pass -b {world_size} or more, or start "
+                         f"fewer processes")
 
 
 def local_batch_size(global_batch_size: int, world_size: int, rank: int) -> int:
     """nnU-Net's DDP split (``nnUNetTrainer._set_batch_size_and_oversample``): every process gets
     ``global // world``, the first ``global % world`` processes one more."""
-    if global_batch_size < world_size:
-        raise NnsslError(f"batch size {global_batch_size}: smaller than the number of processes ({world_size}); "
-                         f"every process needs at least one sample: pass -b {world_size} or more, or start "
-                         f"fewer processes")
+    check_batch_size(global_batch_size, world_size)
     return global_batch_size // world_size + (1 if rank < global_batch_size % world_size else 0)
