@@ -186,6 +186,15 @@ def predict(nnunet, folder, out, *args):
     return result
 
 
+def test_predict_output_below_a_file(predict_model, folder):
+    """Was a 21-line NotADirectoryError traceback (after the model was loaded)."""
+    tifffile.imwrite(folder / "a.tif", good_volume())
+    blocker = folder.parent / "a_file"
+    blocker.write_text("not a folder")
+    result = predict(predict_model, folder, blocker / "sub", "--spacing", "1", "1", "1")
+    assert_one_line_error(result, "cannot create the output folder", tool="nnssl_predict")
+
+
 def test_truncated_tiff(predict_model, folder):
     """nnssl_predict read it block by block and died in the middle (a 59-line IndexError traceback, an output
     folder left behind); both tools now refuse it, naming the file, before any work."""

@@ -110,8 +110,15 @@ def test_killed_run_continues_to_the_same_result(predict_model: NnunetEnv, large
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    os.kill(process.pid, signal.SIGSTOP)  # alive and holding the output folder while a second run is tried
+    try:
+        second = predict_model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS,
+                                   "--continue", check=False)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr[-3000:]
+    assert f"with PID {process.pid} " in second.stderr and "is writing this output folder" in second.stderr
     done_before = journal.read_text().count("\n")
     assert not (out / "organ.ome.zarr").exists()  # never mistaken for a complete output
     refused = predict_model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS,
