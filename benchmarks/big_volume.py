@@ -85,14 +85,12 @@ def tissue_fractions(run: str, shape, patch: list[int]) -> tuple[float, float]:
 
     with open(os.path.join(run, "plans.json")) as f:
         plans = json.load(f)
-    with open(os.path.join(run, "dataset.json")) as f:
-        dataset_json = json.load(f)
     folder = os.path.join(run, "nnUNet_workspace", "nnUNet_preprocessed", "Dataset999_nnsslPretrain",
                           f"nnssl_{plans['configurations']['3d_fullres']['data_identifier']}")
     mask = lsm_files.tissue_mask_slab(shape)
     fractions = []
     for random_fraction in (0.05, 1.0):
-        boxes = sample_patch_boxes(folder, ["organ"], patch, plans, dataset_json, 400, random_fraction, seed=3)
+        boxes = sample_patch_boxes(folder, ["organ"], patch, plans, 400, random_fraction, seed=3)
         hits = 0
         for _, lower, upper in boxes:
             z0, z1 = max(0, lower[0]), min(shape[0], upper[0])

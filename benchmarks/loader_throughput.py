@@ -53,7 +53,7 @@ def nnssl_rate(trainer, data_folder: str, args: argparse.Namespace) -> float:
     cm = trainer.configuration_manager
     identifiers = sorted(trainer.get_tr_and_val_datasets()[0].identifiers)
     batches = training_batches(data_folder, identifiers, cm.batch_size, cm.patch_size, trainer.plans_manager.plans,
-                               trainer.dataset_json, args.workers)
+                               args.workers)
     try:
         return rate(batches, args.batches, args.warmup, cm.batch_size)
     finally:

@@ -16,6 +16,10 @@ DATASET_ID = 501
 TINY_CONFIGURATION = "3d_tiny"
 SHORT_SSL_TRAINER = "nnSSLTrainer_2epochs_5iters_noMirroring"
 SHORT_STOCK_TRAINER = "nnUNetTrainer_2epochs_5iters_noMirroring"
+PREDICT_FOLD = "3"  # folds 0-2 of the tiny configuration belong to other tests
+PREDICT_OPTIONS = {"-d": str(DATASET_ID), "-c": TINY_CONFIGURATION, "-f": PREDICT_FOLD, "-tr": SHORT_STOCK_TRAINER,
+                   "-device": "cpu"}
+PREDICT_ARGS = [*(x for option in PREDICT_OPTIONS.items() for x in option), "--disable_progress_bar"]
 PRETRAIN_SCHEDULE = ["--epochs", "2", "--iterations-per-epoch", "3", "--val-iterations", "2", "-device", "cpu",
                      "--num-workers", "0", "--no-pbar", "--preview-every", "1"]
 
@@ -103,3 +107,11 @@ def flow2_run(nnunet: NnunetEnv, unlabeled_folder: Path) -> Path:
     nnunet.run("nnssl_pretrain", "-i", str(unlabeled_folder), "-o", str(out), "--features-per-stage", "8", "16",
                "32", "--patch-size", "16", "32", "32", "-b", "2", *PRETRAIN_SCHEDULE)
     return out
+
+
+@pytest.fixture(scope="session")
+def predict_model(nnunet: NnunetEnv) -> NnunetEnv:
+    """A segmentation model of 3d_tiny (fold ``PREDICT_FOLD``, stock trainer) for ``nnssl_predict``."""
+    nnunet.run("nnUNetv2_train", str(DATASET_ID), TINY_CONFIGURATION, PREDICT_FOLD, "-tr", SHORT_STOCK_TRAINER,
+               "-device", "cpu")
+    return nnunet

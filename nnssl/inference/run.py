@@ -2,9 +2,9 @@
 
 Cases in lazily readable formats (TIFF stacks, plane folders, Zarr, OME-Zarr) are predicted block by block
 (``case_prediction``); NIfTI, MHA and NRRD cases go to nnU-Net's own predictor unchanged, and come out as
-nnU-Net writes them. Everything that can be checked without the model is checked before it is loaded, and
-nothing is overwritten: an existing output needs ``--continue`` (finished cases are then kept, unfinished
-ones resumed).
+nnU-Net writes them. Everything that can be checked without the model is checked before it is loaded, one
+process at a time writes an output folder, and nothing is overwritten: an existing output needs ``--continue``
+(finished cases are then kept, unfinished ones resumed).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from nnssl import distributed
 from nnssl.atomic_files import write_atomic
 from nnssl.errors import NnsslError
 from nnssl.inference.output import PARTIAL_SUFFIX, label_image_path, write_tiff_planes
+from nnssl.output_folder import OutputLock
 from nnssl.pretraining.data.image_discovery import LAZY_ENDINGS, UnlabeledCase, channel_count, discover_cases
 from nnssl.pretraining.data.lazy_volumes import open_case_volumes
 
@@ -93,7 +94,14 @@ def delegated_outputs(request: PredictRequest, cases: list[UnlabeledCase], file_
 
 def predict_folder(request: PredictRequest, load_model: Callable[[], TrainedModel], options: PredictOptions
                    ) -> list[dict]:
-    """Predicts every case; ``load_model()`` returns the ``TrainedModel`` (called after the cheap checks)."""
+    """Predicts every case; ``load_model()`` returns the ``TrainedModel`` (called after the cheap checks).
+    The output folder is locked first: a second run on it is refused (``nnssl.output_folder``)."""
+    with OutputLock(request.output_folder):
+        return _predict_locked(request, load_model, options)
+
+
+def _predict_locked(request: PredictRequest, load_model: Callable[[], TrainedModel], options: PredictOptions
+                    ) -> list[dict]:
     from nnssl.inference.case_prediction import predict_case
 
     block_cases, nnunet_cases = find_cases(request)

@@ -33,6 +33,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnssl.pretraining.data.tissue_sampling import TISSUE_LABELS
 from nnssl.worker_processes import die_with_parent
 
 
@@ -74,8 +75,10 @@ class WorkerSafeDataLoader(nnUNetDataLoader):
 
 
 def _loader(folder: str, identifiers: list[str], batch_size: int, patch_size, final_patch_size,
-            plans: dict, dataset_json: dict, transforms, random_fraction: float) -> nnUNetDataLoader:
-    label_manager = PlansManager(plans).get_label_manager(dataset_json)
+            plans: dict, transforms, random_fraction: float) -> nnUNetDataLoader:
+    # the labels of what nnssl stores (tissue locations), never the dataset's: with the dataset's ``ignore``
+    # label nnU-Net's loader would look for locations of annotated voxels, which unlabeled cases do not have
+    label_manager = PlansManager(plans).get_label_manager({"labels": TISSUE_LABELS})
     dataset = PatchReadingDataset(folder, identifiers)
     return WorkerSafeDataLoader(dataset, batch_size, patch_size, final_patch_size, label_manager,
                             oversample_foreground_percent=1.0 - random_fraction, transforms=transforms,
@@ -108,14 +111,14 @@ def _changes_intensity(transform: BasicTransform) -> bool:
 
 def training_batches(
     folder: str, identifiers: list[str], batch_size: int, patch_size: Sequence[int], plans: dict,
-    dataset_json: dict, num_workers: int, pin_memory: bool = False, random_fraction: float = 0.05,
+    num_workers: int, pin_memory: bool = False, random_fraction: float = 0.05,
 ) -> Iterator[dict]:
     """Endless spatially augmented batches (``pretraining_transforms``); ``batch['data']`` is (B, C, Z, Y, X)
     float32."""
     initial_patch_size = augmentation_parameters(patch_size)[2]
     transforms = pretraining_transforms(patch_size)
-    loader = _loader(folder, identifiers, batch_size, initial_patch_size, list(patch_size), plans,
-                     dataset_json, transforms, random_fraction)
+    loader = _loader(folder, identifiers, batch_size, initial_patch_size, list(patch_size), plans, transforms,
+                     random_fraction)
     if num_workers == 0:
         return SingleThreadedAugmenter(loader, None)
     return NonDetMultiThreadedAugmenter(loader, None, num_workers, num_cached=max(6, num_workers // 2),
@@ -124,12 +127,12 @@ def training_batches(
 
 def fixed_validation_batches(
     folder: str, identifiers: list[str], batch_size: int, patch_size: Sequence[int], plans: dict,
-    dataset_json: dict, num_batches: int, seed: int, random_fraction: float = 0.05,
+    num_batches: int, seed: int, random_fraction: float = 0.05,
 ) -> list[torch.Tensor]:
     """``num_batches`` un-augmented batches, drawn once with a fixed seed: a stable validation loss."""
     transforms = nnUNetTrainer.get_validation_transforms(None)
-    loader = _loader(folder, identifiers, batch_size, list(patch_size), list(patch_size), plans,
-                     dataset_json, transforms, random_fraction)
+    loader = _loader(folder, identifiers, batch_size, list(patch_size), list(patch_size), plans, transforms,
+                     random_fraction)
     state = np.random.get_state()
     np.random.seed(seed)
     try:
@@ -139,11 +142,10 @@ def fixed_validation_batches(
 
 
 def sample_patch_boxes(folder: str, identifiers: list[str], patch_size: Sequence[int], plans: dict,
-                       dataset_json: dict, num_patches: int, random_fraction: float, seed: int = 0) -> list[tuple]:
+                       num_patches: int, random_fraction: float, seed: int = 0) -> list[tuple]:
     """(case, lower corner, upper corner) of ``num_patches`` patches as nnU-Net's loader places them
     (its own ``get_do_oversample`` and ``get_bbox``), without reading voxels."""
-    loader = _loader(folder, identifiers, 1, list(patch_size), list(patch_size), plans, dataset_json, None,
-                     random_fraction)
+    loader = _loader(folder, identifiers, 1, list(patch_size), list(patch_size), plans, None, random_fraction)
     state = np.random.get_state()
     np.random.seed(seed)
     try:

@@ -19,6 +19,7 @@ from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV
+from nnssl.pretraining.data.tissue_sampling import TISSUE_LABELS
 
 WORKSPACE_DATASET_ID = 999
 WORKSPACE_DATASET_NAME = f"Dataset{WORKSPACE_DATASET_ID}_nnsslPretrain"
@@ -57,7 +58,7 @@ class PlanningWorkspace:
         dataset_json = {
             "channel_names": {str(i): name for i, name in enumerate(channel_names)},
             # nnU-Net's planner needs a label map to plan the output layer; no label file is ever read
-            "labels": {"background": 0, "tissue": 1},
+            "labels": TISSUE_LABELS,
             "numTraining": len(case_files),
             "file_ending": ending,
             "dataset": {case_id: {"images": files, "label": ""} for case_id, files in case_files.items()},

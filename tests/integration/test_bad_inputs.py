@@ -1,13 +1,14 @@
-"""Every bad input of nnssl_pretrain and nnSSLTrainer: one clear line, exit code != 0, no traceback,
-nothing written."""
+"""Every bad input of nnssl_pretrain, nnssl_predict and nnSSLTrainer: one clear line, exit code != 0, no
+traceback, nothing written."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import tifffile
 
-from tests.conftest import DATASET_ID, SHORT_SSL_TRAINER
+from tests.conftest import DATASET_ID, PREDICT_ARGS, SHORT_SSL_TRAINER
 
 pytestmark = pytest.mark.cli
 
@@ -176,3 +177,31 @@ def test_unavailable_device_fails_before_any_work(nnunet, folder):
                         timeout=120)
     assert_one_line_error(result, "no CUDA device available")
     assert not out.exists()  # refused before planning or preprocessing wrote anything
+
+
+def predict(nnunet, folder, out, *args):
+    result = nnunet.run("nnssl_predict", "-i", str(folder), "-o", str(out), *PREDICT_ARGS, *args, check=False,
+                        timeout=300)
+    assert not out.exists(), "a failed run must not leave an output folder"
+    return result
+
+
+def test_predict_output_below_a_file(predict_model, folder):
+    """Was a 21-line NotADirectoryError traceback (after the model was loaded)."""
+    tifffile.imwrite(folder / "a.tif", good_volume())
+    blocker = folder.parent / "a_file"
+    blocker.write_text("not a folder")
+    result = predict(predict_model, folder, blocker / "sub", "--spacing", "1", "1", "1")
+    assert_one_line_error(result, "cannot create the output folder", tool="nnssl_predict")
+
+
+def test_truncated_tiff(predict_model, folder):
+    """nnssl_predict read it block by block and died in the middle (a 59-line IndexError traceback, an output
+    folder left behind); both tools now refuse it, naming the file, before any work."""
+    tifffile.imwrite(folder / "cut.tif", good_volume())
+    (folder / "cut.json").write_text('{"spacing": [1, 1, 1]}')
+    content = (folder / "cut.tif").read_bytes()
+    (folder / "cut.tif").write_bytes(content[: len(content) // 2])
+    assert_one_line_error(predict(predict_model, folder, folder.parent / "predicted"), "cut.tif: truncated",
+                          tool="nnssl_predict")
+    assert_one_line_error(pretrain(predict_model, folder), "cut.tif: truncated")

@@ -1,4 +1,5 @@
-"""A pretraining run killed with SIGKILL mid-epoch resumes with --continue and finishes."""
+"""A pretraining run killed with SIGKILL mid-epoch resumes with --continue and finishes; while it ran, a second
+run on its output folder was refused."""
 
 from __future__ import annotations
 
@@ -27,8 +28,14 @@ def test_sigkill_then_continue(nnunet, unlabeled_folder):
     while not latest.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert latest.exists(), "no checkpoint_latest before the deadline"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    os.kill(process.pid, signal.SIGSTOP)  # alive and holding the output folder while a second run is tried
+    try:
+        second = nnunet.run("nnssl_pretrain", *args[1:], "--continue", check=False)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr[-3000:]
+    assert f"with PID {process.pid} " in second.stderr and "is writing this output folder" in second.stderr
     state = torch.load(latest, map_location="cpu", weights_only=True)
     assert state["current_epoch"] < 3
     nnunet.run("nnssl_pretrain", *args[1:], "--continue")

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import DATASET_ID, SHORT_SSL_TRAINER, SHORT_STOCK_TRAINER, TINY_CONFIGURATION
+from tests.conftest import (
+    DATASET_ID,
+    PRETRAIN_SCHEDULE,
+    SHORT_SSL_TRAINER,
+    SHORT_STOCK_TRAINER,
+    TINY_CONFIGURATION,
+    add_tiny_configuration,
+)
 
 pytestmark = pytest.mark.cli
 
@@ -92,3 +100,40 @@ def test_stock_trainer_and_nnssl_trainer_in_process(nnunet, flow1_run, monkeypat
         assert encoder_keys
         for key in encoder_keys:
             assert torch.equal(state[key], weights[key]), key
+
+
+IGNORE_DATASET_ID = 502
+
+
+def test_dataset_with_an_ignore_label(nnunet, unlabeled_folder):
+    """Sparse annotations (nnU-Net's ``ignore`` label): pretraining never looks at labels, so it runs as for any
+    dataset (it died in a data-loader worker: KeyError in nnU-Net's get_bbox), and fine-tuning starts from it."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnssl.demo.synthetic import write_labeled_dataset
+
+    raw = Path(write_labeled_dataset(str(nnunet.raw), IGNORE_DATASET_ID, name="Sparse", num_test_cases=0))
+    for label_file in (raw / "labelsTr").glob("*.nii.gz"):
+        image = sitk.ReadImage(str(label_file))
+        labels = sitk.GetArrayFromImage(image)
+        labels[:, 32:] = 2  # half of each case annotated
+        sparse = sitk.GetImageFromArray(labels)
+        sparse.CopyInformation(image)
+        sitk.WriteImage(sparse, str(label_file))
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json["labels"]["ignore"] = 2
+    (raw / "dataset.json").write_text(json.dumps(dataset_json))
+    dataset = str(IGNORE_DATASET_ID)
+    nnunet.run("nnUNetv2_plan_and_preprocess", "-d", dataset, "-c", "3d_fullres", "-npfp", "1", "-np", "1",
+               "--no_pbar", training=False)
+    add_tiny_configuration(nnunet.preprocessed / raw.name / "nnUNetPlans.json")
+    nnunet.run("nnssl_pretrain", "-d", dataset, "-i", str(unlabeled_folder), "-c", TINY_CONFIGURATION,
+               *PRETRAIN_SCHEDULE)
+    assert (nnunet.results / raw.name / f"nnsslPretrain_mae__nnUNetPlans__{TINY_CONFIGURATION}" /
+            "checkpoint_final.pth").is_file()
+    result = nnunet.run("nnUNetv2_train", dataset, TINY_CONFIGURATION, "0", "-tr", SHORT_SSL_TRAINER, "-device", "cpu")
+    assert "loaded" in result.stdout and "checkpoint_final.pth" in result.stdout, result.stdout[-3000:]
+    losses = torch.load(nnunet.results / raw.name / f"{SHORT_SSL_TRAINER}__nnUNetPlans__{TINY_CONFIGURATION}" /
+                        "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+    assert np.isfinite(losses["train_losses"]).all()

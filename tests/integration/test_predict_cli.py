@@ -16,14 +16,10 @@ import SimpleITK as sitk
 import tifffile
 import zarr
 
-from tests.conftest import BIN, DATASET_ID, SHORT_STOCK_TRAINER, TINY_CONFIGURATION, NnunetEnv
+from tests.conftest import BIN, PREDICT_ARGS, PREDICT_OPTIONS, NnunetEnv
 
 pytestmark = pytest.mark.cli
 
-FOLD = "3"  # folds 0-2 of the tiny configuration belong to other tests
-MODEL_OPTIONS = {"-d": str(DATASET_ID), "-c": TINY_CONFIGURATION, "-f": FOLD, "-tr": SHORT_STOCK_TRAINER,
-                 "-device": "cpu"}
-MODEL = [*(x for option in MODEL_OPTIONS.items() for x in option), "--disable_progress_bar"]
 BLOCKS = ["--block-size", "64", "64", "64"]
 
 
@@ -33,13 +29,6 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def labels(path: Path) -> np.ndarray:
     return zarr.open_array(str(path / "0"), mode="r")[:]
-
-
-@pytest.fixture(scope="module")
-def model(nnunet: NnunetEnv) -> NnunetEnv:
-    nnunet.run("nnUNetv2_train", str(DATASET_ID), TINY_CONFIGURATION, FOLD, "-tr", SHORT_STOCK_TRAINER, "-device",
-               "cpu")
-    return nnunet
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +58,17 @@ def large_input(nnunet: NnunetEnv, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def large_reference(model: NnunetEnv, large_input: Path) -> Path:
-    out = model.root / "predict_large_reference"
-    model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *MODEL, *BLOCKS)
+def large_reference(predict_model: NnunetEnv, large_input: Path) -> Path:
+    out = predict_model.root / "predict_large_reference"
+    predict_model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS)
     return out
 
 
-def test_agrees_with_nnunet_predict(model: NnunetEnv, tiff_inputs: Path):
-    ours, theirs = model.root / "predict_nnssl", model.root / "predict_nnunet"
-    model.run("nnUNetv2_predict", "-i", str(model.dataset_dir("raw") / "imagesTs"), "-o", str(theirs), *MODEL[:-1])
-    result = model.run("nnssl_predict", "-i", str(tiff_inputs), "-o", str(ours), *MODEL)
+def test_agrees_with_nnunet_predict(predict_model: NnunetEnv, tiff_inputs: Path):
+    ours, theirs = predict_model.root / "predict_nnssl", predict_model.root / "predict_nnunet"
+    predict_model.run("nnUNetv2_predict", "-i", str(predict_model.dataset_dir("raw") / "imagesTs"), "-o", str(theirs),
+                      *PREDICT_ARGS[:-1])
+    result = predict_model.run("nnssl_predict", "-i", str(tiff_inputs), "-o", str(ours), *PREDICT_ARGS)
     assert "2 case(s) predicted" in result.stdout
     for reference_file in sorted(theirs.glob("*.nii.gz")):
         case = reference_file.name[: -len(".nii.gz")]
@@ -109,10 +99,10 @@ def test_output_is_an_ngff_label_image_with_a_pyramid(large_reference: Path):
     assert not list(large_reference.glob("*.partial"))
 
 
-def test_killed_run_continues_to_the_same_result(model: NnunetEnv, large_input: Path, large_reference: Path):
-    out = model.root / "predict_killed"
-    command = [str(BIN / "nnssl_predict"), "-i", str(large_input), "-o", str(out), *MODEL, *BLOCKS]
-    process = subprocess.Popen(command, env=model.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_killed_run_continues_to_the_same_result(predict_model: NnunetEnv, large_input: Path, large_reference: Path):
+    out = predict_model.root / "predict_killed"
+    command = [str(BIN / "nnssl_predict"), "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS]
+    process = subprocess.Popen(command, env=predict_model.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / "organ.ome.zarr.partial" / ".nnssl_journal" / "rank0.log"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -120,13 +110,21 @@ def test_killed_run_continues_to_the_same_result(model: NnunetEnv, large_input: 
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    os.kill(process.pid, signal.SIGSTOP)  # alive and holding the output folder while a second run is tried
+    try:
+        second = predict_model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS,
+                                   "--continue", check=False)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr[-3000:]
+    assert f"with PID {process.pid} " in second.stderr and "is writing this output folder" in second.stderr
     done_before = journal.read_text().count("\n")
     assert not (out / "organ.ome.zarr").exists()  # never mistaken for a complete output
-    refused = model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *MODEL, *BLOCKS, check=False)
+    refused = predict_model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS,
+                                check=False)
     assert refused.returncode == 2 and "--continue" in refused.stderr and len(refused.stderr.splitlines()) == 1
-    model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *MODEL, *BLOCKS, "--continue")
+    predict_model.run("nnssl_predict", "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS, "--continue")
     summary = json.loads((out / "predict_summary.json").read_text())["cases"][0]
     assert summary["resumed_blocks"] >= done_before >= 2
     resumed = labels(out / "organ.ome.zarr")
@@ -134,17 +132,17 @@ def test_killed_run_continues_to_the_same_result(model: NnunetEnv, large_input: 
     np.testing.assert_array_equal(resumed, reference)
 
 
-def test_two_processes_write_the_same_result(model: NnunetEnv, large_input: Path, large_reference: Path):
-    out = model.root / "predict_torchrun"
-    model.run("torchrun", "--standalone", "--nproc_per_node", "2", "--no-python", str(BIN / "nnssl_predict"),
-              "-i", str(large_input), "-o", str(out), *MODEL, *BLOCKS, OMP_NUM_THREADS="1")
+def test_two_processes_write_the_same_result(predict_model: NnunetEnv, large_input: Path, large_reference: Path):
+    out = predict_model.root / "predict_torchrun"
+    predict_model.run("torchrun", "--standalone", "--nproc_per_node", "2", "--no-python", str(BIN / "nnssl_predict"),
+                      "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS, OMP_NUM_THREADS="1")
     np.testing.assert_array_equal(labels(out / "organ.ome.zarr"), labels(large_reference / "organ.ome.zarr"))
 
 
-def test_tiff_planes_and_probabilities(model: NnunetEnv, tiff_inputs: Path):
-    out = model.root / "predict_planes"
-    model.run("nnssl_predict", "-i", str(tiff_inputs), "-o", str(out), *MODEL, "--output-format", "tiff-planes",
-              "--save_probabilities")
+def test_tiff_planes_and_probabilities(predict_model: NnunetEnv, tiff_inputs: Path):
+    out = predict_model.root / "predict_planes"
+    predict_model.run("nnssl_predict", "-i", str(tiff_inputs), "-o", str(out), *PREDICT_ARGS, "--output-format",
+                      "tiff-planes", "--save_probabilities")
     planes = sorted((out / "SyntheticLSM_test_000").glob("*.tif"))
     assert len(planes) == 32 and tifffile.imread(planes[0]).shape == (64, 64)
     probabilities = zarr.open_array(str(out / "SyntheticLSM_test_000_probabilities.zarr"), mode="r")
@@ -163,17 +161,17 @@ def test_tiff_planes_and_probabilities(model: NnunetEnv, tiff_inputs: Path):
     ({"-i": "two_d"}, "not 3D"),
     ({"-i": "two_channels"}, "the model takes 1"),
 ])
-def test_bad_input_one_line_errors(model: NnunetEnv, tmp_path: Path, change: dict, message: str):
+def test_bad_input_one_line_errors(predict_model: NnunetEnv, tmp_path: Path, change: dict, message: str):
     inputs = {"missing": tmp_path / "nothing", "two_d": tmp_path / "flat", "two_channels": tmp_path / "pair"}
     (tmp_path / "flat").mkdir()
     tifffile.imwrite(tmp_path / "flat" / "slice.tif", np.zeros((64, 64), np.uint16))
     (tmp_path / "pair").mkdir()
     for channel in range(2):
         tifffile.imwrite(tmp_path / "pair" / f"case_{channel:04d}.tif", np.ones((16, 32, 32), np.uint16))
-    args = {"-i": str(tmp_path / "pair"), "-o": str(tmp_path / "out"), **MODEL_OPTIONS}
+    args = {"-i": str(tmp_path / "pair"), "-o": str(tmp_path / "out"), **PREDICT_OPTIONS}
     for key, value in change.items():
         args[key] = str(inputs.get(value, value))
-    result = model.run("nnssl_predict", *[x for kv in args.items() for x in kv], "--spacing", "2", "1", "1",
+    result = predict_model.run("nnssl_predict", *[x for kv in args.items() for x in kv], "--spacing", "2", "1", "1",
                        "--disable_progress_bar", check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr[-2000:]

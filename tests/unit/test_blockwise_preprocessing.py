@@ -169,10 +169,9 @@ def test_loader_centres_patches_on_tissue(tmp_path):
     out.mkdir()
     blockwise.preprocess_large_case(case, _target(spacing=(1.0, 1.0, 1.0)), str(out))
     mask = lsm_files.tissue_mask_slab(shape, tissue_radius=0.2)(0, shape[0])
-    dataset_json = {"labels": {"background": 0, "tissue": 1}, "channel_names": {"0": "LSM"}}
 
     def fraction(random_fraction: float) -> float:
-        boxes = sample_patch_boxes(str(out), ["organ"], [16, 32, 32], {"configurations": {}}, dataset_json, 200,
+        boxes = sample_patch_boxes(str(out), ["organ"], [16, 32, 32], {"configurations": {}}, 200,
                                    random_fraction, seed=1)
         hits = [mask[tuple(slice(max(0, lo), hi) for lo, hi in zip(lower, upper))].any() for _, lower, upper in boxes]
         return float(np.mean(hits))

@@ -12,7 +12,7 @@ from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
 from nnssl.pretraining.data import ome_zarr
 from nnssl.pretraining.data.image_discovery import PLANES, channel_count, discover_cases
-from nnssl.pretraining.data.lazy_volumes import open_case_volumes, read_whole, sample_voxels
+from nnssl.pretraining.data.lazy_volumes import open_case_volumes, read_whole, sample_voxels, tiff_shape
 
 SHAPE = (20, 40, 36)
 
@@ -149,3 +149,17 @@ def test_sample_of_large_planes_reads_cycling_row_bands(tmp_path):
     band = 64  # 512 rows / 8, a whole number of 32-row chunks
     expected = [volume[z, (z % 8) * band:(z % 8 + 1) * band].ravel() for z in range(16)]
     np.testing.assert_array_equal(sample, np.concatenate(expected).astype(np.float32))
+
+
+@pytest.mark.parametrize("options", [{}, {"bigtiff": True, "compression": "zlib"}, {"bigtiff": True, "tile": (16, 16)},
+                                     {"metadata": None}])
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_truncated_tiff_is_refused_from_its_header(tmp_path, options, keep):
+    """Cut copies: tifffile parses what is left and a reader would fail only at the missing part."""
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, _volume(), **options)
+    assert tiff_shape(str(path)) == SHAPE
+    content = path.read_bytes()
+    path.write_bytes(content[: int(len(content) * keep)])
+    with pytest.raises(NnsslError, match="cut.tif: truncated or damaged TIFF"):
+        tiff_shape(str(path))

@@ -26,10 +26,9 @@ class ConstantImageError(NnsslError):
 def _header_shape(path: str, ending: str) -> tuple[int, ...]:
     try:
         if ending in TIFF_ENDINGS:
-            import tifffile
+            from nnssl.pretraining.data.lazy_volumes import tiff_shape
 
-            with tifffile.TiffFile(path) as tif:
-                return tuple(tif.series[0].shape)
+            return tiff_shape(path)
         import SimpleITK as sitk
 
         reader = sitk.ImageFileReader()
@@ -37,6 +36,8 @@ def _header_shape(path: str, ending: str) -> tuple[int, ...]:
         reader.ReadImageInformation()
         size = reader.GetSize()
         return tuple(reversed(size)) if reader.GetNumberOfComponents() == 1 else (*reversed(size), -1)
+    except NnsslError:
+        raise
     except Exception as e:
         raise NnsslError(f"{path}: cannot read this file ({_first_line(e)}); replace or remove it") from e
 

@@ -78,17 +78,68 @@ class ZarrArrayVolume(LazyVolume):
         return out
 
 
+# what tifffile logs (and then carries on with the pages it found) when a file's chain of pages is broken, as
+# in a truncated copy; a reader would trip over the missing pages in the middle of a run
+BROKEN_PAGE_CHAIN = ("invalid page offset", "invalid offset to page", "corrupted tag list", "circular reference")
+
+
+class _PageChainErrors(logging.Handler):
+    """Collects tifffile's messages about a broken chain of pages. While attached it also keeps tifffile's
+    messages off the terminal (Python prints records only of loggers without handlers): the problem is
+    reported once, as nnssl's one-line error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(sign in message for sign in BROKEN_PAGE_CHAIN):
+            self.messages.append(message.split("> ", 1)[-1])  # without tifffile's "<TiffPages @8>" prefix
+
+
+def _data_end(series) -> int:
+    """The end of a TIFF series' image data in its file: of the whole block when contiguous, else of the
+    last page's strips or tiles (the pages are in file order)."""
+    if series.dataoffset is not None:
+        return series.dataoffset + series.nbytes
+    last = series.pages[-1]  # None for a page an OME-TIFF declares but does not hold
+    return 0 if last is None else max((o + n for o, n in zip(last.dataoffsets, last.databytecounts)), default=0)
+
+
+def tiff_shape(path: str) -> tuple[int, ...]:
+    """The shape of a TIFF's first series, from its header; raises an ``NnsslError`` for a truncated or
+    damaged file (a broken chain of pages, or image data past the file's end), before any voxel is read."""
+    import tifffile
+
+    broken, log = _PageChainErrors(), logging.getLogger("tifffile")
+    log.addHandler(broken)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data_end, size = _data_end(series), tif.filehandle.size
+    except Exception:
+        if not broken.messages:
+            raise  # not a damaged TIFF but no TIFF at all, or one tifffile cannot read: the caller says so
+        data_end = size = 0
+    finally:
+        log.removeHandler(broken)
+    if broken.messages or data_end > size:
+        detail = broken.messages[0] if broken.messages else f"image data to byte {data_end}, file size {size}"
+        raise NnsslError(f"{path}: truncated or damaged TIFF ({detail}); copy it again or remove it")
+    return tuple(series.shape)
+
+
 def open_tiff(path: str, spacing: Sequence[float]) -> LazyVolume:
     """A 3D (Big)TIFF, decoded page by page (or tile by tile) through tifffile's Zarr view."""
     import tifffile
     import zarr
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            if len(series.shape) != 3:
-                raise NnsslError(f"{path}: TIFF of shape {list(series.shape)} is not 3D (z, y, x); store one "
-                                 f"scalar 3D stack per channel")
+        shape = tiff_shape(path)
+        if len(shape) != 3:
+            raise NnsslError(f"{path}: TIFF of shape {list(shape)} is not 3D (z, y, x); store one scalar 3D stack "
+                             f"per channel")
         # the store keeps its own file handle open for the volume's lifetime
         array = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     except NnsslError:

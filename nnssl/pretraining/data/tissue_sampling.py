@@ -17,6 +17,8 @@ import numpy as np
 CELL = 16
 MAX_LOCATIONS = 10_000
 TISSUE_KEY = 1  # the key of the tissue locations in nnU-Net's class_locations
+# the label map of a preprocessed unlabeled case (its class_locations), whatever the dataset's labels are
+TISSUE_LABELS = {"background": 0, "tissue": TISSUE_KEY}
 DEFAULT_RANDOM_PATCH_FRACTION = 0.05
 
 

@@ -334,11 +334,11 @@ class PretrainingLoop:
             logger.info("global batch %d over %d processes (%d in this one)", self.global_batch_size,
                         self.world_size, self.batch_size)
         val_batches = dataloading.fixed_validation_batches(d.data_folder, val_ids, self.batch_size, self.patch_size,
-                                                           d.plans, d.dataset_json, s.val_iterations,
+                                                           d.plans, s.val_iterations,
                                                            s.seed + self.rank,
                                                            s.random_patch_fraction)
         batches = dataloading.training_batches(d.data_folder, train_ids, self.batch_size, self.patch_size, d.plans,
-                                               d.dataset_json, self.num_workers, self.device.type == "cuda",
+                                               self.num_workers, self.device.type == "cuda",
                                                s.random_patch_fraction)
         total = s.epochs * s.iterations_per_epoch
         done = self.epoch * s.iterations_per_epoch + self.iteration_in_epoch

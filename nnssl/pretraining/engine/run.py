@@ -16,6 +16,7 @@ from nnssl import distributed
 from nnssl.checkpoints.files import remove_stale_temporaries
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
+from nnssl.output_folder import OutputLock
 from nnssl.pretraining.data.image_discovery import UnlabeledCase
 from nnssl.pretraining.engine import run_folder
 from nnssl.pretraining.engine.inputs import check_cases, prepare
@@ -28,11 +29,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _plan(request: PretrainRequest, cases: list[UnlabeledCase], out: str,
-          dataset_folder: str | None) -> PretrainData:
-    """Plans and preprocesses (a folder created here is removed again when that fails), then writes the run
-    file; returns the ``PretrainData``."""
-    created = not os.path.isdir(out)
+def _plan(request: PretrainRequest, cases: list[UnlabeledCase], out: str, dataset_folder: str | None,
+          created: bool) -> PretrainData:
+    """Plans and preprocesses (the output folder, when this run ``created`` it, is removed again when that
+    fails), then writes the run file; returns the ``PretrainData``."""
     try:
         from nnssl.pretraining.engine.preprocessing import check_batch_split, plan_and_preprocess
 
@@ -51,14 +51,21 @@ def _plan(request: PretrainRequest, cases: list[UnlabeledCase], out: str,
 def run(request: PretrainRequest) -> str:
     """Runs ``nnssl_pretrain``; returns the final checkpoint's path.
 
-    Under ``torchrun`` every process runs the cheap checks; rank 0 alone checks the voxels, plans,
-    preprocesses and writes the run file while the others wait, then every process trains on the
-    same preprocessed data (``nnssl.distributed``: a shared file system across nodes).
+    Under ``torchrun`` every process runs the cheap checks; rank 0 alone takes the output folder's lock,
+    checks the voxels, plans, preprocesses and writes the run file while the others wait, then every
+    process trains on the same preprocessed data (``nnssl.distributed``: a shared file system across nodes).
     """
     request.settings.check()
-    main = distributed.is_main()
     out, cases, dataset_folder = prepare(request)
     _device(request.device)  # an unavailable device fails with the cheap checks, before any voxel is read
+    with OutputLock(out) as lock:  # one run per output folder, before anything is read or written
+        return _run_locked(request, cases, out, dataset_folder, lock.created)
+
+
+def _run_locked(request: PretrainRequest, cases: list[UnlabeledCase], out: str, dataset_folder: str | None,
+                created: bool) -> str:
+    """``run`` from the voxel checks on, as the only writer of ``out``."""
+    main = distributed.is_main()
     if main:
         cases = check_cases(cases, request.blockwise_min_voxels)
     final = os.path.join(out, FINAL_CHECKPOINT)
@@ -74,7 +81,7 @@ def run(request: PretrainRequest) -> str:
     distributed.init(request.device)
     try:
         distributed.barrier()  # every process has checked the output folder before rank 0 writes into it
-        data = distributed.run_on_main(lambda: _plan(request, cases, out, dataset_folder),
+        data = distributed.run_on_main(lambda: _plan(request, cases, out, dataset_folder, created),
                                        "planning and preprocessing")
         return pretrain(request, data, out)
     finally:

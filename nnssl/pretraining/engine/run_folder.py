@@ -9,6 +9,7 @@ import os
 from nnssl.atomic_files import write_atomic
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
+from nnssl.output_folder import check_creatable
 
 RUN_FILE = "nnssl_run.json"
 
@@ -26,19 +27,6 @@ def find_dataset_folder(root: str, dataset: str) -> str | None:
 
 def holds_run(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, f)) for f in (RUN_FILE, FINAL_CHECKPOINT, LATEST_CHECKPOINT))
-
-
-def check_creatable(folder: str) -> None:
-    """A one-line error, before any work, when ``folder`` cannot be created or written to."""
-    existing = os.path.abspath(folder)
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise NnsslError(f"{folder}: cannot create the output folder: {existing} is not a folder; "
-                         "choose another output folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise NnsslError(f"{folder}: cannot create the output folder: {existing} is not writable; "
-                         "choose another output folder")
 
 
 def check_fresh_output(folder: str) -> None:
