@@ -62,6 +62,7 @@ import numpy as np
 
 from nnssl.demo import lsm_files
 from nnssl.demo.synthetic import write_image
+from nnssl.evaluation.files import read_segmentation
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_utils import GIB, folder_bytes, run_with_peaks, tree_pss_bytes
@@ -422,22 +423,12 @@ def rate(voxels: float | None, seconds: float | None) -> float | None:
     return round(voxels / seconds / 1e6, 3) if voxels and seconds else None
 
 
-def read_labels(path: str) -> np.ndarray:
-    """Level 0 of an OME-Zarr label image, or a NIfTI label file, as a (z, y, x) array."""
-    if path.endswith(".ome.zarr"):
-        import zarr
+def foreground_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Foreground Dice (one label here: nucleus), ``nnssl.evaluation``'s (nnU-Net's rule: NaN when both are
+    empty)."""
+    from nnssl.evaluation.overlap import overlap_metrics
 
-        return np.asarray(zarr.open_group(path, mode="r")["0"][...])
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(sitk.ReadImage(path))
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Foreground Dice (one label here: nucleus); 1 when both are empty."""
-    a, b = a > 0, b > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else round(2.0 * int(np.logical_and(a, b).sum()) / total, 4)
+    return round(overlap_metrics(a > 0, b > 0)["Dice"], 4)
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -484,15 +475,15 @@ def main() -> None:
                                              os.path.join(outputs, "nnunet_fitting"), "fit", voxels, env, args)
             nnunet_labels = None
             if "error" not in legs["nnunet_fitting"]:
-                nnunet_labels = read_labels(os.path.join(outputs, "nnunet_fitting", "fit.nii.gz"))
-                dice_truth = dice(nnunet_labels, truth)
+                nnunet_labels = read_segmentation(os.path.join(outputs, "nnunet_fitting", "fit.nii.gz"))
+                dice_truth = foreground_dice(nnunet_labels, truth)
             if not problem:
                 legs["nnssl_fitting"] = predict("nnssl_predict", os.path.join(inputs, "fit", "zarr"),
                                                 os.path.join(outputs, "nnssl_fitting"), "fit", voxels, env, args,
                                                 extra=["--no-skip-empty"])
                 if nnunet_labels is not None and "error" not in legs["nnssl_fitting"]:
-                    dice_tools = dice(read_labels(os.path.join(outputs, "nnssl_fitting", "fit.ome.zarr")),
-                                      nnunet_labels)
+                    dice_tools = foreground_dice(
+                        read_segmentation(os.path.join(outputs, "nnssl_fitting", "fit.ome.zarr")), nnunet_labels)
         sizes = {"full": args.shape} if args.no_half else {"half": half_shape(args.shape), "full": args.shape}
         volumes = {}
         for name, shape in sizes.items() if not problem else ():

@@ -6,6 +6,7 @@ file (a SIGKILL can: ``.tmp_<name>...`` files, which ``checkpoint.remove_stale_t
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -27,3 +28,8 @@ def write_atomic(path: str, write: Callable[[IO[Any]], None], binary: bool = Tru
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def write_json_atomic(path: str, obj: Any, indent: int = 2, sort_keys: bool = False) -> None:
+    """``obj`` as JSON at ``path``, written atomically: the one way a run, journal or plans file is written."""
+    write_atomic(path, lambda f: json.dump(obj, f, indent=indent, sort_keys=sort_keys), binary=False)

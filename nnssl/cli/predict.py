@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         _validate(args)
         from nnssl.inference.run import PredictRequest, predict_folder
+        from nnssl.nnunet_adapter.prediction import model_folder
+
+        model_folder(_model_request(args))  # the model exists: checked before the input images are read
 
         request = PredictRequest(args.i, args.o, args.resume, args.output_format, args.spacing)
         summaries = predict_folder(request, lambda: _load_model(args), _options(args))
@@ -97,7 +100,7 @@ def _load_model(args: argparse.Namespace):
     import torch
 
     from nnssl import distributed
-    from nnssl.nnunet_adapter.prediction import ModelRequest, TrainedModel
+    from nnssl.nnunet_adapter.prediction import TrainedModel
 
     device = args.device
     if distributed.world_size() > 1:
@@ -108,8 +111,13 @@ def _load_model(args: argparse.Namespace):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // distributed.world_size()))
     elif device.startswith("cuda"):
         torch.set_num_threads(1)  # as nnUNetv2_predict: CPU threads do not help a GPU run
-    request = ModelRequest(args.d, args.c, args.tr, args.p, tuple(args.f) if args.f else None, args.chk)
-    return TrainedModel(request, device, args.step_size, mirroring=not args.disable_tta)
+    return TrainedModel(_model_request(args), device, args.step_size, mirroring=not args.disable_tta)
+
+
+def _model_request(args: argparse.Namespace):
+    from nnssl.nnunet_adapter.prediction import ModelRequest
+
+    return ModelRequest(args.d, args.c, args.tr, args.p, tuple(args.f) if args.f else None, args.chk)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ def pretraining_ratio(run_folder: str) -> float | None:
     return recorded_progress(run_folder).get("val_over_trivial")
 
 
-def dice_per_epoch(checkpoint_file: str) -> list[float]:
+def pseudo_dice_per_epoch(checkpoint_file: str) -> list[float]:
     """nnU-Net's mean foreground pseudo-Dice on its validation patches after every epoch of a training
     (``logging['mean_fg_dice']`` of its checkpoint)."""
     import torch

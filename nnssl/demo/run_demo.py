@@ -169,9 +169,9 @@ def _results_folder(out: str, *parts: str) -> str:
 
 
 def _plot_dice_curves(out: str, arms: dict[str, str], settings: DemoSettings) -> str:
-    from nnssl.demo.report import dice_per_epoch, plot_dice_vs_steps
+    from nnssl.demo.report import plot_dice_vs_steps, pseudo_dice_per_epoch
 
-    curves = {arm: dice_per_epoch(_results_folder(out, f"{trainer}__nnUNetPlans__{CPU_CONFIGURATION}", "fold_0",
+    curves = {arm: pseudo_dice_per_epoch(_results_folder(out, f"{trainer}__nnUNetPlans__{CPU_CONFIGURATION}", "fold_0",
                                                   FINAL_CHECKPOINT))
               for arm, trainer in arms.items()}
     path = os.path.join(out, "dice_vs_steps.png")
@@ -217,12 +217,12 @@ def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> DemoRe
     ratio = runner.call("pretraining: validation loss vs the trivial answer", lambda: pretraining_ratio(run))
     arms = {"pretrained": settings.ssl_trainer, "scratch": settings.scratch_trainer}
     predictions = {arm: train_and_predict(runner, out, tr, arm, settings) for arm, tr in arms.items()}
-    dice = runner.call("Dice on held-out cases", lambda: _dice_per_arm(predictions, dataset_folder, out))
+    dice = runner.call("Dice on held-out cases", lambda: _scores_per_arm(predictions, dataset_folder, out))
     plot = runner.call("Dice-vs-steps plot", lambda: _plot_dice_curves(out, arms, settings))
     return DemoResult(dice, ratio, plot)
 
 
-def _dice_per_arm(predictions: dict[str, str], dataset_folder: str, out: str) -> dict[str, dict[str, float]]:
+def _scores_per_arm(predictions: dict[str, str], dataset_folder: str, out: str) -> dict[str, dict[str, float]]:
     """Dice per structure and their mean, per arm, from ``nnssl.evaluation`` (nnU-Net's rule; a
     summary.json per arm in ``out``); per-case mean Dice in ``out/dice.json``."""
     from nnssl.demo.lsm_task import STRUCTURES

@@ -6,11 +6,10 @@ absent from both reference and prediction has NaN Dice); NaN is written as nnU-N
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 
-from nnssl.atomic_files import write_atomic
+from nnssl.atomic_files import write_json_atomic
 
 
 def nan_mean(values: Sequence[float]) -> float:
@@ -31,7 +30,7 @@ def summarize(per_case: list[dict], labels: Sequence[int]) -> dict:
 
 def write_summary(summary: dict, path: str) -> None:
     """``path`` (written atomically), formatted as nnU-Net's ``save_json`` does (indent 4, sorted keys)."""
-    write_atomic(path, lambda f: json.dump(summary, f, indent=4, sort_keys=True), binary=False)
+    write_json_atomic(path, summary, indent=4, sort_keys=True)
 
 
 def format_table(summary: dict, columns: Sequence[str]) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnssl.atomic_files import write_atomic
+from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
 
 OUTPUT_CHUNK = 64  # voxels per axis of a full-resolution chunk
@@ -99,7 +99,7 @@ class LabelImageWriter:
                               chunks=(1, *self.level_chunks(0)), dtype=np.float16, compressors=_compressor(),
                               fill_value=0)
         os.makedirs(self.journal_folder, exist_ok=True)
-        write_atomic(settings_file, lambda f: json.dump(settings, f, indent=1), binary=False)
+        write_json_atomic(settings_file, settings, indent=1)
         return False
 
     def open(self) -> None:

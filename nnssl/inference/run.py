@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnssl import distributed
-from nnssl.atomic_files import write_atomic
+from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
 from nnssl.inference.output import PARTIAL_SUFFIX, label_image_path, write_tiff_planes
 from nnssl.output_folder import OutputLock
@@ -153,4 +153,4 @@ def write_summary(output_folder: str, summaries: list[dict]) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             entries = {}
     entries.update({s["case"]: s for s in summaries})
-    write_atomic(path, lambda f: json.dump({"cases": list(entries.values())}, f, indent=1), binary=False)
+    write_json_atomic(path, {"cases": list(entries.values())}, indent=1)

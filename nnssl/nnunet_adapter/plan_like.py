@@ -13,19 +13,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnssl.atomic_files import write_atomic
+from nnssl.atomic_files import write_json_atomic
 from nnssl.checkpoints.adaptation_plan import (
     facts_from_adaptation_plan,
     prefix_renames,
@@ -354,9 +352,6 @@ def validate_plans(plans: dict, dataset_json: dict, checkpoint: dict, checkpoint
                        len(mismatched), checkpoint_file, mismatched[0])
 
 
-def write_json_atomic(obj: Any, path: str) -> None:
-    """Writes JSON atomically (no half-written plans)."""
-    write_atomic(path, lambda f: json.dump(obj, f, indent=4, sort_keys=False), binary=False)
 
 
 def plan_like_pretrained(
@@ -403,7 +398,7 @@ def plan_like_pretrained(
                           batch_size if batch_size is not None else auto["batch_size"], reference)
     validate_plans(plans, dataset_json, checkpoint, checkpoint_file)
     plans_file = os.path.join(folder, plans_name + ".json")
-    write_json_atomic(plans, plans_file)
+    write_json_atomic(plans_file, plans, indent=4)  # no half-written plans
     configuration = plans["configurations"][CONFIGURATION]
     return PlanLikeResult(plans_file, plans_name, CONFIGURATION, configuration["patch_size"],
                           configuration["batch_size"], configuration["spacing"], reference, plans)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any
 
 import torch
-from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -31,22 +29,6 @@ def dataset_name_from_id(dataset: str) -> str:
             f"dataset {dataset}: not found in nnUNet_raw or nnUNet_preprocessed; "
             f"run nnUNetv2_plan_and_preprocess -d {dataset} first"
         ) from e
-
-
-def load_dataset_plans(dataset: str, plans_name: str) -> tuple[dict, dict, str]:
-    """Returns (plans, dataset_json, dataset_name) of a planned nnU-Net dataset."""
-    dataset_name = dataset_name_from_id(dataset)
-    folder = os.path.join(preprocessed_root(), dataset_name)
-    plans_file = os.path.join(folder, plans_name + ".json")
-    if not os.path.isfile(plans_file):
-        raise NnsslError(
-            f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {dataset} "
-            f"(or pass the plans name with -p)"
-        )
-    dataset_json_file = os.path.join(folder, "dataset.json")
-    if not os.path.isfile(dataset_json_file):
-        raise NnsslError(f"{dataset_json_file}: missing; run nnUNetv2_plan_and_preprocess -d {dataset}")
-    return load_json(plans_file), load_json(dataset_json_file), dataset_name
 
 
 def get_configuration(plans: dict, configuration: str, plans_source: str = "the plans") -> ConfigurationManager:

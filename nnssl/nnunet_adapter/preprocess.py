@@ -26,6 +26,7 @@ import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
 from nnssl.pretraining.data.tissue_sampling import locations_of_array
@@ -96,8 +97,7 @@ def _open_partial(partial: str, record: dict) -> None:
                 return
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
-    with open(pending, "w") as f:
-        json.dump(record, f, indent=1)
+    write_json_atomic(pending, record, indent=1)
 
 
 def preprocess_cases(

@@ -205,3 +205,15 @@ def test_truncated_tiff(predict_model, folder):
     assert_one_line_error(predict(predict_model, folder, folder.parent / "predicted"), "cut.tif: truncated",
                           tool="nnssl_predict")
     assert_one_line_error(pretrain(predict_model, folder), "cut.tif: truncated")
+
+
+def test_predict_unknown_dataset_is_reported_before_the_images_are_read(nnunet, folder):
+    """A model that does not exist is the cheap check: it comes first, alone on stderr (a warning about the
+    image's missing spacing used to come before it)."""
+    tifffile.imwrite(folder / "a.tif", good_volume())  # no spacing sidecar: reading it would warn
+    out = folder.parent / "predicted"
+    result = nnunet.run("nnssl_predict", "-i", str(folder), "-o", str(out), "-d", "998", "-c", "3d_fullres",
+                        "-f", "0", "-device", "cpu", check=False, timeout=300)
+    assert_one_line_error(result, "-d 998:", tool="nnssl_predict")
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [result.stderr.strip()]
+    assert not out.exists()

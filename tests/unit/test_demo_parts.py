@@ -1,40 +1,15 @@
-"""Parts of nnssl_demo that need no subprocess: Dice, settings, environment, work folder."""
+"""Parts of nnssl_demo that need no subprocess: settings, split, verdict, environment, work folder."""
 
 from __future__ import annotations
 
 import json
 import os
 
-import numpy as np
 import pytest
 
-from nnssl.demo.evaluate import dice, folder_dice
 from nnssl.demo.report import verdict_line
 from nnssl.demo.run_demo import _parse_args, prepare_work_folder, settings_from_args, write_split
 from nnssl.demo.steps import subprocess_env
-from nnssl.demo.synthetic import write_image
-
-
-def test_dice_values() -> None:
-    a = np.array([0, 1, 1, 0])
-    assert dice(a, a) == 1.0
-    assert dice(a, np.array([0, 1, 0, 0])) == pytest.approx(2 / 3)
-    assert dice(np.zeros(3), np.zeros(3)) == 1.0
-    assert dice(a, 1 - a) == 0.0
-
-
-def test_folder_dice(tmp_path) -> None:
-    ref, pred = tmp_path / "ref", tmp_path / "pred"
-    ref.mkdir()
-    pred.mkdir()
-    label = np.zeros((4, 8, 8), dtype=np.uint8)
-    label[1:3, 2:6, 2:6] = 1
-    write_image(label, str(ref / "c1.nii.gz"))
-    write_image(label, str(pred / "c1.nii.gz"))
-    assert folder_dice(str(pred), str(ref)) == {"c1": 1.0}
-    write_image(label, str(ref / "c2.nii.gz"))
-    with pytest.raises(FileNotFoundError):
-        folder_dice(str(pred), str(ref))
 
 
 def test_settings_quick_and_overrides() -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnssl.atomic_files import write_atomic
+from nnssl.atomic_files import write_atomic, write_json_atomic
 from nnssl.nnunet_adapter import case_store
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
 from nnssl.nnunet_adapter.fingerprint import analyze_sample
@@ -89,7 +89,7 @@ class _Progress:
         write_atomic(os.path.join(self.work, "grid.npz"),
                      lambda f: np.savez(f, sums=self.grid.sums, counts=self.grid.counts))
         state = {"slabs_done": slabs_done, "slab": self.slab, "out_shape": list(self.grid.shape)}
-        write_atomic(self.state_file, lambda f: json.dump(state, f), binary=False)
+        write_json_atomic(self.state_file, state, indent=None)
 
 
 def _band_rows(volumes: list[LazyVolume], geometry: Geometry, slab: int, chunk_rows: int) -> int:

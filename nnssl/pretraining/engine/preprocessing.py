@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnssl import distributed
+from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import fingerprint, planning, preprocess
 from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
@@ -69,7 +70,7 @@ def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: 
             tuple(request.settings.patch_size or resolved.patch_size),
             int(request.settings.batch_size or resolved.batch_size),
         )
-        save_json(plans, os.path.join(workspace.preprocessed_dataset, plans["plans_name"] + ".json"), sort_keys=False)
+        write_json_atomic(os.path.join(workspace.preprocessed_dataset, plans["plans_name"] + ".json"), plans, indent=4)
     return plans, dataset_json, workspace.preprocessed_dataset
 
 

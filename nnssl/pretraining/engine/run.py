@@ -13,6 +13,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from nnssl import distributed
+from nnssl.atomic_files import write_json_atomic
 from nnssl.checkpoints.files import remove_stale_temporaries
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
@@ -105,7 +106,6 @@ def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
 
     Under torchrun every process trains and resumes from the same checkpoint; rank 0 alone writes.
     """
-    from batchgenerators.utilities.file_and_folder_operations import save_json
 
     from nnssl.nnunet_adapter import dataloading
     from nnssl.pretraining.engine.loop import PretrainingLoop
@@ -118,8 +118,8 @@ def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
         handler = add_file_log(out)
     try:
         if main:
-            save_json(data.plans, os.path.join(out, "plans.json"), sort_keys=False)
-            save_json(data.dataset_json, os.path.join(out, "dataset.json"), sort_keys=False)
+            write_json_atomic(os.path.join(out, "plans.json"), data.plans, indent=4)
+            write_json_atomic(os.path.join(out, "dataset.json"), data.dataset_json, indent=4)
         device = _device(request.device)
         workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
         latest = os.path.join(out, LATEST_CHECKPOINT)

@@ -6,7 +6,7 @@ import glob
 import json
 import os
 
-from nnssl.atomic_files import write_atomic
+from nnssl.atomic_files import write_json_atomic
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.output_folder import check_creatable
@@ -46,7 +46,7 @@ def read_run_file(folder: str) -> dict:
 
 
 def write_run_file(folder: str, run: dict) -> None:
-    write_atomic(os.path.join(folder, RUN_FILE), lambda f: json.dump(run, f, indent=2), binary=False)
+    write_json_atomic(os.path.join(folder, RUN_FILE), run)
 
 
 def _stored_run(folder: str) -> dict:
