@@ -82,21 +82,36 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_method_defaults: bool = False) -> argparse.ArgumentParser:
+    """The parser; ``with_method_defaults`` (for --help) imports the SSL methods to show their defaults."""
     parser = argparse.ArgumentParser(prog="nnssl_pretrain", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_flow_arguments(parser)
     _add_training_arguments(parser)
+    defaults = method_defaults if with_method_defaults else _no_defaults
     parser.add_argument("--method-arg", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="a setting of the SSL method, e.g. --method-arg mask_ratio=0.6 block_size=8 "
                              "(settings and defaults: docs/methods.md; recorded in the checkpoint)")
     # shorthands of the masked methods' two main settings (mae, sparkmae)
     parser.add_argument("--mask-ratio", type=float, default=None,
-                        help="masked methods: fraction of blocks hidden (mae 0.75, sparkmae 0.6)")
+                        help=f"masked methods: fraction of blocks hidden (default {defaults('mask_ratio')})")
     parser.add_argument("--block-size", type=int, default=None,
-                        help="masked methods: mask block edge in voxels (default 16), shrunk so each patch axis "
-                             "holds at least min_blocks_per_axis blocks (default 8, a --method-arg)")
+                        help=f"masked methods: mask block edge in voxels (default {defaults('block_size')}), "
+                             f"shrunk so each patch axis holds at least min_blocks_per_axis blocks (default "
+                             f"{defaults('min_blocks_per_axis')}, a --method-arg)")
     return parser
+
+
+def method_defaults(setting: str) -> str:
+    """Each registered method's default of ``setting``, read from its signature: "mae 0.75, sparkmae 0.6"."""
+    from nnssl.pretraining.methods.registry import available_methods, method_arguments
+
+    found = {name: method_arguments(name).get(setting) for name in available_methods()}
+    return ", ".join(f"{name} {value}" for name, value in found.items() if value is not None)
+
+
+def _no_defaults(setting: str) -> str:
+    return "the method's"  # a run's parser: no SSL method (and torch) is imported to build it
 
 
 def method_settings(args: argparse.Namespace) -> dict:
@@ -160,7 +175,8 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(with_method_defaults=any(w in ("-h", "--help") for w in words))
     args = parser.parse_args(argv)
     _validate(args, parser)
     setup_logging(args.verbose)
