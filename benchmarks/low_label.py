@@ -23,7 +23,7 @@ with ``recipe``, ``do_no_harm_met``, ``target_gain_met`` and ``target_convergenc
     python benchmarks/low_label.py --phase confirm --out C
     python benchmarks/low_label.py --phase dev --out D --continue --arms sawtooth@mae_50x --budgets 1 4
     python benchmarks/low_label.py --quick --out Q            # smoke run, a few minutes
-    python benchmarks/low_label.py --gpu --phase confirm --out G   # GPU preset, 4-stage network, one H200
+    python benchmarks/low_label.py --gpu --out G     # the CONFIRMED arms, 4-stage network, 5 seeds, one GPU
 """
 
 from __future__ import annotations
@@ -286,12 +286,13 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], list[int], tuple[int, ..
     if args.arms:
         arms = list(dict.fromkeys(args.arms))
     else:
-        arms = confirmed_arms() if args.phase == "confirm" else list(arms_.DEV_ARMS)
+        # the GPU preset runs the chosen recipe against scratch, as the confirmation does
+        arms = confirmed_arms() if args.phase == "confirm" or args.gpu else list(arms_.DEV_ARMS)
     for arm in arms:
         arms_.parse_arm(arm)
     if not any(arms_.is_scratch(a) for a in arms):
         raise SystemExit("--arms needs at least one scratch_* arm to compare against")
-    budgets = args.budgets or (list(CONFIRM_BUDGETS) if args.phase == "confirm" else [1])
+    budgets = args.budgets or (list(CONFIRM_BUDGETS) if args.phase == "confirm" or args.gpu else [1])
     first = 2 if args.quick else GPU_SEEDS if args.gpu else None
     seeds = tuple(args.seeds) if args.seeds else PHASES[args.phase]["seeds"][:first]
     return arms, budgets, seeds

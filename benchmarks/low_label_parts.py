@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnssl.atomic_files import write_json_atomic
 from nnssl.demo.lsm_task import STRUCTURES, make_task_volume, write_dataset_json, write_task_cases
 from nnssl.demo.synthetic import DEFAULT_SPACING, write_image
 from nnssl.evaluation.summary import nan_mean
@@ -101,8 +102,8 @@ def subsets(num_pool: int, ks: Sequence[int], seeds: Sequence[int]) -> list[dict
 def write_splits(preprocessed_dataset: str, folds: list[dict]) -> None:
     """``splits_final.json``: fold i trains (and runs nnU-Net's per-epoch pseudo-validation) on subset i."""
     splits = [{"train": f["train"], "val": f["train"]} for f in folds]
-    with open(os.path.join(preprocessed_dataset, "splits_final.json"), "w") as f:
-        json.dump(splits, f, indent=2)
+    # atomic: a second run on the same folder (--continue with other arms) rewrites it while trainers read it
+    write_json_atomic(os.path.join(preprocessed_dataset, "splits_final.json"), splits)
 
 
 def plan_and_preprocess(features: Sequence[int], patch: Sequence[int], batch_size: int) -> str:

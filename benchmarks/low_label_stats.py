@@ -43,7 +43,8 @@ def _per_seed(records: list[dict], structures: list[str]) -> dict[tuple, dict[in
     by_seed: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in records:
         for s in structures:
-            by_seed[(r["arm"], r["k"], s, r["epochs"])][r["seed"]] = r[s]
+            if s in r:  # the second metrics are scored at the last snapshot only
+                by_seed[(r["arm"], r["k"], s, r["epochs"])][r["seed"]] = r[s]
     return by_seed
 
 
