@@ -184,8 +184,8 @@ def run_pipeline(runner: StepRunner, out: str, settings: DemoSettings) -> DemoRe
     unlabeled, dataset_folder = runner.call(
         "generate synthetic data",
         lambda: generate_data(out, settings),
-        f"{settings.num_unlabeled} unlabeled volumes, {settings.num_train} train + "
-        f"{settings.num_test} test labelled cases",
+        f"{settings.num_unlabeled} unlabeled volumes, {settings.num_train} train + {settings.num_val} validation + "
+        f"{settings.num_test} test labelled volumes",
     )
     runner.run(
         "nnU-Net plan and preprocess",
