@@ -20,6 +20,7 @@ def test_help_shows_the_defaults_of_each_masked_method():
 
 def test_a_runs_parser_imports_no_method():
     code = ("import sys; from nnssl.cli.pretrain import build_parser; "
-            "build_parser().parse_args(['-i', 'x', '-o', 'y']); print('torch' in sys.modules, 'nnssl.pretraining.methods.registry' in sys.modules)")
+            "build_parser().parse_args(['-i', 'x', '-o', 'y']); "
+            "print('torch' in sys.modules, 'nnssl.pretraining.methods.registry' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "False"], result.stdout + result.stderr
