@@ -10,7 +10,6 @@ that several fine-tunes share the CPU cores, and writes its records to ``jobs/<j
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 import low_label_parts as parts
 
+from nnssl.atomic_files import write_json_atomic
 from nnssl.checkpoints.lookup import ENV_VAR as PRETRAINED_ENV_VAR  # which checkpoint an arm loads
 
 
@@ -146,10 +146,7 @@ def run_job(job: Job, out: str, threads: int) -> list[dict]:
                 "epochs": epochs, "fraction": epochs / job.epochs, "steps": epochs * job.iterations,
                 **per_structure, **timing}
                for epochs, per_structure in scores.items()]
-    path = job_file(out, job)
-    with open(path + ".tmp", "w") as f:
-        json.dump(records, f, indent=1)
-    os.replace(path + ".tmp", path)  # a killed run leaves no half-written job
+    write_json_atomic(job_file(out, job), records, indent=1)  # a killed run leaves no half-written job
     return records
 
 
