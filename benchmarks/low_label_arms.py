@@ -64,6 +64,7 @@ PRETRAININGS: dict[str, Pretraining] = {
     "mae_50x": Pretraining("mae", steps_factor=50),
     "mae_coarse": Pretraining("mae", extra=("--method-arg", "min_blocks_per_axis=4")),  # ~1/4 of the axis
     "sparkmae": Pretraining("sparkmae"),
+    "sparkmae_coarse": Pretraining("sparkmae", extra=("--method-arg", "min_blocks_per_axis=4")),
 }
 DEFAULT_PRETRAINING = "mae"
 # stage 1 of the development phase: every shipped recipe on the default pretraining, scratch at three rates
