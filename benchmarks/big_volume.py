@@ -40,7 +40,7 @@ from bench_utils import GIB, folder_bytes, run_with_peak_pss
 def read_throughput(path: str) -> float:
     """Voxels per second of reading and decompressing the whole file once, as fast as the library allows:
     TIFF pages with as many decode threads as nnssl uses, Zarr chunk rows into one reused buffer."""
-    from nnssl.pretraining.data.lazy_volumes import decode_threads
+    from nnssl.volumes.lazy import decode_threads
 
     started, voxels = time.perf_counter(), 0
     if path.endswith(".tiff"):
@@ -117,8 +117,8 @@ def pretrain(path: str, run: str, args: argparse.Namespace) -> dict:
 def resampling_throughput(path: str, workdir: str) -> float:
     """Input voxels per second of block-wise preprocessing to twice the spacing (8x fewer voxels)."""
     from nnssl.pretraining.data.blockwise_preprocessing import BlockwiseTarget, preprocess_large_case
-    from nnssl.pretraining.data.image_discovery import discover_cases
-    from nnssl.pretraining.data.lazy_volumes import case_voxels
+    from nnssl.volumes.discovery import discover_cases
+    from nnssl.volumes.lazy import case_voxels
 
     case = discover_cases([os.path.dirname(path)])[0]
     target = BlockwiseTarget([0, 1, 2], [2.0, 2.0, 2.0], [32, 64, 64], ["ZScoreNormalization"], [False], {})

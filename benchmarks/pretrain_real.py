@@ -99,7 +99,7 @@ def crop_scale(path: Path, samples: int = 50, crop: tuple[int, int, int] = (60, 
     z-scored over itself has std 1 and mean 0)."""
     import tifffile
 
-    from nnssl.pretraining.data.tissue_sampling import locations_of_array
+    from nnssl.volumes.tissue_sampling import locations_of_array
 
     volume = tifffile.imread(path).astype(np.float32)
     whole = (volume - volume.mean()) / volume.std()

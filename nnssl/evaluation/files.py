@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining.data.image_discovery import PLANES, TIFF_ENDINGS, ZARR_ENDINGS, file_ending, plane_files
+from nnssl.volumes.discovery import PLANES, TIFF_ENDINGS, ZARR_ENDINGS, file_ending, plane_files
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _label_image(path: str) -> str:
 
 def _read_any(path: str, ending: str) -> np.ndarray:
     if ending in ZARR_ENDINGS:
-        from nnssl.pretraining.data.ome_zarr import open_image
+        from nnssl.volumes.ome_zarr import open_image
 
         image = open_image(_label_image(path))  # the finest level, dataset 0 of the first multiscale
         return np.asarray(image.array[...])

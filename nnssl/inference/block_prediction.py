@@ -20,9 +20,8 @@ from nnssl.inference.blocks import BlockPlan, CaseBlocks
 from nnssl.inference.tissue import TissueTest
 from nnssl.nnunet_adapter.block_normalization import BlockNormalizer
 from nnssl.nnunet_adapter.prediction import TrainedModel
-from nnssl.pretraining.data import resampling
-from nnssl.pretraining.data.blockwise_preprocessing import read_region
-from nnssl.pretraining.data.lazy_volumes import LazyVolume
+from nnssl.volumes import resampling
+from nnssl.volumes.lazy import LazyVolume, read_region
 
 # Tiles of one network call on a GPU, as voxels: small patches are launch-bound one at a time (measured on an
 # H200: 16x32x32 tiles one by one kept the GPU mostly idle); large patches stay at one tile, as nnU-Net runs them.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnssl.pretraining.data import resampling
+from nnssl.volumes import resampling
 
 Range = tuple[int, int]
 

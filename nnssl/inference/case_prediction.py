@@ -24,8 +24,8 @@ from nnssl.inference.output import OUTPUT_CHUNK, LabelImageWriter, label_image_p
 from nnssl.inference.tissue import TissueTest, band_cell_means
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
 from nnssl.nnunet_adapter.prediction import TrainedModel
-from nnssl.pretraining.data.image_discovery import UnlabeledCase
-from nnssl.pretraining.data.lazy_volumes import LazyVolume, open_case_volumes, sample_voxels
+from nnssl.volumes.discovery import UnlabeledCase
+from nnssl.volumes.lazy import LazyVolume, open_case_volumes, sample_voxels
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
 from nnssl.inference.output import PARTIAL_SUFFIX, label_image_path, write_tiff_planes
 from nnssl.output_folder import OutputLock
-from nnssl.pretraining.data.image_discovery import LAZY_ENDINGS, UnlabeledCase, channel_count, discover_cases
-from nnssl.pretraining.data.lazy_volumes import open_case_volumes
+from nnssl.volumes.discovery import LAZY_ENDINGS, UnlabeledCase, channel_count, discover_cases
+from nnssl.volumes.lazy import open_case_volumes
 
 if TYPE_CHECKING:  # the model and the block loop import torch: not before the cheap checks
     from nnssl.inference.case_prediction import PredictOptions

@@ -1,6 +1,6 @@
 """Which blocks hold no tissue: the tissue grid of pretraining, with its threshold found before the first block.
 
-Pretraining's tissue grid (``nnssl.pretraining.data.tissue_sampling``) averages ``CELL``^3 cells and splits
+Pretraining's tissue grid (``nnssl.volumes.tissue_sampling``) averages ``CELL``^3 cells and splits
 the cell means with Otsu's threshold. Prediction cannot see every cell before it starts, so the threshold
 comes from cells (``CELL`` x ``CELL`` squares) of the evenly spaced plane bands that block-wise
 preprocessing samples its statistics from, in the same read. Three changes make skipping safe where sampling
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnssl.pretraining.data.tissue_sampling import CELL, CoarseGrid
+from nnssl.volumes.tissue_sampling import CELL, CoarseGrid
 
 logger = logging.getLogger(__name__)
 

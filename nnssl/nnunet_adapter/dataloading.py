@@ -33,7 +33,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnssl.pretraining.data.tissue_sampling import TISSUE_LABELS
+from nnssl.volumes.tissue_sampling import TISSUE_LABELS
 from nnssl.worker_processes import die_with_parent
 
 

@@ -19,7 +19,7 @@ from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV
-from nnssl.pretraining.data.tissue_sampling import TISSUE_LABELS
+from nnssl.volumes.tissue_sampling import TISSUE_LABELS
 
 WORKSPACE_DATASET_ID = 999
 WORKSPACE_DATASET_NAME = f"Dataset{WORKSPACE_DATASET_ID}_nnsslPretrain"

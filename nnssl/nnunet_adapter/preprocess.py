@@ -3,7 +3,7 @@
 The result is nnU-Net's on-disk format (``<case>.b2nd`` + ``<case>_seg.b2nd`` + ``<case>.pkl``), the seg
 being nnU-Net's nonzero mask. Volumes too large for memory are handed to a block-wise writer instead
 (``large_case_writer``), which writes the same format. Each case's tissue locations go into
-``class_locations`` (``nnssl.pretraining.data.tissue_sampling``).
+``class_locations`` (``nnssl.volumes.tissue_sampling``).
 
 Everything is written into ``<target>.partial`` and renamed into place only when every case is done, so
 an interrupted run never leaves a folder that looks complete. An interrupted run is resumed: cases whose
@@ -29,7 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
-from nnssl.pretraining.data.tissue_sampling import locations_of_array
+from nnssl.volumes.tissue_sampling import locations_of_array
 from nnssl.worker_processes import die_with_parent
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compu
 from nnssl.inference.block_prediction import BlockPredictor
 from nnssl.inference.blocks import CaseBlocks, default_block_shape, plan_axis
 from nnssl.inference.tissue import TissueTest, otsu_separation
-from nnssl.pretraining.data.lazy_volumes import LazyVolume
+from nnssl.volumes.lazy import LazyVolume
 
 
 class ArrayVolume(LazyVolume):
@@ -73,7 +73,7 @@ def blockwise_logits(image, transpose, prep_shape, block_shape, model=None):
         plan = blocks.plan(index)
         logits = predictor.predict(predictor.read(plan))
         if any(a.to_out is not None for a in plan.axes):
-            from nnssl.pretraining.data import resampling
+            from nnssl.volumes import resampling
 
             logits = torch.from_numpy(resampling.resample_block(logits.numpy(), [a.to_out for a in plan.axes]))
         out[(slice(None), *(slice(*a.out) for a in plan.axes))] = logits.numpy()

@@ -16,8 +16,8 @@ from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
 from nnssl.pretraining.data import blockwise_preprocessing as blockwise
-from nnssl.pretraining.data import resampling
-from nnssl.pretraining.data.image_discovery import discover_cases
+from nnssl.volumes import resampling
+from nnssl.volumes.discovery import discover_cases
 
 SHAPE = (16, 60, 52)  # <= 16 planes of <= 65536 voxels: the intensity sample is the whole volume
 

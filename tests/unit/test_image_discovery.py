@@ -7,9 +7,10 @@ import SimpleITK as sitk
 import tifffile
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining.data.image_discovery import discover_cases
-from nnssl.pretraining.data.image_reading import ConstantImageError, read_case
+from nnssl.nnunet_adapter.readers import nnunet_reader
 from nnssl.pretraining.engine.inputs import check_cases
+from nnssl.volumes.discovery import discover_cases
+from nnssl.volumes.reading import ConstantImageError, read_case
 
 
 def nifti(path, array, spacing=(0.5, 0.25, 2.0)):
@@ -31,9 +32,9 @@ def test_nnunet_and_plain_naming_recursive(tmp_path):
     cases = {c.identifier: c for c in discover_cases([str(tmp_path)])}
     assert set(cases) == {"a", "sub__deeper__b", "c"}
     assert cases["c"].tiff_spacing == [2.0, 0.3, 0.3]
-    data, props = read_case(cases["c"])
+    data, props = read_case(cases["c"], nnunet_reader)
     assert data.shape == (1, 8, 16, 16) and props["spacing"] == [2.0, 0.3, 0.3]
-    data, props = read_case(cases["a"])
+    data, props = read_case(cases["a"], nnunet_reader)
     assert list(props["spacing"]) == [2.0, 0.25, 0.5]  # nnU-Net's (z, y, x) order
 
 
@@ -51,7 +52,7 @@ def test_multichannel_case_and_gaps(tmp_path):
     nifti(tmp_path / "a_0000.nii.gz", volume(0))
     nifti(tmp_path / "a_0001.nii.gz", volume(1))
     case = discover_cases([str(tmp_path)], expected_channels=2)[0]
-    assert read_case(case)[0].shape == (2, 8, 16, 16)
+    assert read_case(case, nnunet_reader)[0].shape == (2, 8, 16, 16)
     with pytest.raises(NnsslError, match="the dataset has 1"):
         discover_cases([str(tmp_path)], expected_channels=1)
     nifti(tmp_path / "b_0000.nii.gz", volume(2))
@@ -72,7 +73,7 @@ def test_constant_image_is_skipped_with_a_warning(tmp_path, caplog):
     nifti(tmp_path / "flat_0000.nii.gz", np.zeros((8, 16, 16), np.uint16))
     cases = discover_cases([str(tmp_path)])
     with pytest.raises(ConstantImageError):
-        read_case(next(c for c in cases if c.identifier == "flat"))
+        read_case(next(c for c in cases if c.identifier == "flat"), nnunet_reader)
     with caplog.at_level(logging.WARNING):
         usable = check_cases(cases)
     assert [c.identifier for c in usable] == ["good"]

@@ -44,6 +44,10 @@ def within(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
+# the files below every room (docs/contracts.md): errors and atomic writes
+VOLUMES_MAY_IMPORT = {"nnssl", "nnssl.errors", "nnssl.atomic_files", "nnssl.worker_processes"}
+
+
 def violations(graph: dict[str, set[str]]) -> list[str]:
     """Every import that breaks a rule, as ``module imports target (rule)``."""
     rules = [
@@ -57,18 +61,16 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
     ]
     # the layers of the "Where things live" table: nothing imports a layer above its own
     layers = {
-        "nnssl.nnunet_adapter": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers",
-                                 "nnssl.inference"),
+        "nnssl.nnunet_adapter": ("nnssl.pretraining", "nnssl.trainers", "nnssl.inference"),
         "nnssl.pretraining.data": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers",
                                    "nnssl.inference"),
-        # prediction reads volumes as pretraining does and runs nnU-Net's model: no training, no SSL method
-        "nnssl.inference": ("nnssl.pretraining.engine", "nnssl.pretraining.methods", "nnssl.trainers",
-                            "nnssl.evaluation", "nnssl.demo"),
+        # prediction reads volumes through nnssl.volumes and runs nnU-Net's model: no pretraining at all
+        "nnssl.inference": ("nnssl.pretraining", "nnssl.trainers", "nnssl.evaluation", "nnssl.demo"),
         "nnssl.pretraining.methods": ("nnssl.pretraining.engine", "nnssl.pretraining.data", "nnssl.trainers"),
         "nnssl.trainers": ("nnssl.pretraining",),
-        # scoring reads label files only: no nnU-Net, network, checkpoint or pretraining run
-        "nnssl.evaluation": ("nnssl.nnunet_adapter", "nnssl.pretraining.engine", "nnssl.pretraining.methods",
-                             "nnssl.trainers", "nnssl.checkpoints", "nnssl.demo"),
+        # scoring reads label files only: no nnU-Net, network, checkpoint or pretraining
+        "nnssl.evaluation": ("nnssl.nnunet_adapter", "nnssl.pretraining", "nnssl.trainers", "nnssl.checkpoints",
+                             "nnssl.demo", "nnssl.inference"),
     }
     for layer, above in layers.items():
         rules += [((lambda m, layer=layer: within(m, layer)), target, f"{layer} is below {target}") for target in above]
@@ -77,6 +79,10 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
         for applies, forbidden, rule in rules:
             if applies(module):
                 found += [f"{module} imports {t} ({rule})" for t in sorted(targets) if within(t, forbidden)]
+        if within(module, "nnssl.volumes"):
+            found += [f"{module} imports {t} (nnssl.volumes is the floor: it imports only the bottom files)"
+                      for t in sorted(targets) if within(t, "nnssl") and not within(t, "nnssl.volumes")
+                      and t not in VOLUMES_MAY_IMPORT]
     return found
 
 
@@ -120,13 +126,24 @@ def test_the_checks_catch_what_they_forbid():
         "nnssl.pretraining.engine.loop": {"nnssl.checkpoints.files", "nnunetv2.paths"},
         "nnssl.trainers.variants": {"nnssl.pretraining.methods.mae", "nnunetv2.paths"},
         "nnssl.demo.run_demo": {"nnssl.cli.pretrain"},
+        "nnssl.evaluation.files": {"nnssl.volumes.discovery", "nnssl.pretraining.data.blockwise_tiles"},
+        "nnssl.inference.run": {"nnssl.volumes.lazy", "nnssl.pretraining.engine.run"},
+        "nnssl.nnunet_adapter.planning": {"nnssl.volumes.tissue_sampling", "nnssl.pretraining.data.blockwise_tiles"},
+        "nnssl.volumes.reading": {"nnssl.errors", "nnssl.nnunet_adapter.readers", "numpy"},
     }
     assert violations(graph) == [
         "nnssl.checkpoints.files imports nnssl.pretraining.engine.loop (nnssl.checkpoints is the bottom layer)",
         "nnssl.demo.run_demo imports nnssl.cli.pretrain (nothing imports the command-line tools)",
+        "nnssl.evaluation.files imports nnssl.pretraining.data.blockwise_tiles (nnssl.evaluation is below "
+        "nnssl.pretraining)",
+        "nnssl.inference.run imports nnssl.pretraining.engine.run (nnssl.inference is below nnssl.pretraining)",
+        "nnssl.nnunet_adapter.planning imports nnssl.pretraining.data.blockwise_tiles (nnssl.nnunet_adapter is "
+        "below nnssl.pretraining)",
         "nnssl.pretraining.engine.loop imports nnunetv2.paths (only nnssl.nnunet_adapter and nnssl.trainers import "
         "nnunetv2)",
         "nnssl.trainers.variants imports nnssl.pretraining.methods.mae (trainers never import SSL methods)",
         "nnssl.trainers.variants imports nnssl.pretraining.methods.mae (nnssl.trainers is below nnssl.pretraining)",
+        "nnssl.volumes.reading imports nnssl.nnunet_adapter.readers (nnssl.volumes is the floor: it imports only the "
+        "bottom files)",
     ]
     assert cycles(graph) == [["nnssl.checkpoints.files", "nnssl.pretraining.engine.loop", "nnssl.checkpoints.files"]]

@@ -10,9 +10,9 @@ import tifffile
 
 from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
-from nnssl.pretraining.data import ome_zarr
-from nnssl.pretraining.data.image_discovery import PLANES, channel_count, discover_cases
-from nnssl.pretraining.data.lazy_volumes import open_case_volumes, read_whole, sample_voxels, tiff_shape
+from nnssl.volumes import ome_zarr
+from nnssl.volumes.discovery import PLANES, channel_count, discover_cases
+from nnssl.volumes.lazy import open_case_volumes, read_whole, sample_voxels, tiff_shape
 
 SHAPE = (20, 40, 36)
 

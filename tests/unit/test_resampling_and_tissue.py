@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnssl.pretraining.data import resampling
-from nnssl.pretraining.data.tissue_sampling import CoarseGrid, locations_of_array, tissue_cells, tissue_locations
+from nnssl.volumes import resampling
+from nnssl.volumes.tissue_sampling import CoarseGrid, locations_of_array, tissue_cells, tissue_locations
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(37, 20), (37, 74), (50, 33), (8, 8)])

@@ -24,11 +24,11 @@ from nnssl.atomic_files import write_atomic, write_json_atomic
 from nnssl.nnunet_adapter import case_store
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
 from nnssl.nnunet_adapter.fingerprint import analyze_sample
-from nnssl.pretraining.data import resampling
 from nnssl.pretraining.data.blockwise_tiles import Band, CaseTiles, Geometry, TileWorkers, input_range
-from nnssl.pretraining.data.image_discovery import UnlabeledCase
-from nnssl.pretraining.data.lazy_volumes import LazyVolume, open_case_volumes, sample_voxels
-from nnssl.pretraining.data.tissue_sampling import CoarseGrid, class_locations
+from nnssl.volumes import resampling
+from nnssl.volumes.discovery import UnlabeledCase
+from nnssl.volumes.lazy import LazyVolume, open_case_volumes, read_region, sample_voxels
+from nnssl.volumes.tissue_sampling import CoarseGrid, class_locations
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +55,6 @@ def _geometry(volume: LazyVolume, target: BlockwiseTarget) -> Geometry:
     positions = [None if n_in == n_out else resampling.source_positions(n_out, n_in)
                  for n_in, n_out in zip(in_shape, out_shape)]
     return Geometry(in_shape, out_shape, positions)
-
-
-def read_region(volume: LazyVolume, transpose: Sequence[int], ranges: list[tuple[int, int]],
-                out: np.ndarray | None = None) -> np.ndarray:
-    """Input region given in transposed axis order, returned in transposed axis order (into ``out`` when the
-    axis order is unchanged and the reader can)."""
-    region = [slice(None)] * 3
-    for out_axis, (low, high) in enumerate(ranges):
-        region[transpose[out_axis]] = slice(low, high)
-    if list(transpose) == [0, 1, 2]:
-        return volume.read(tuple(region), out)
-    return np.transpose(volume.read(tuple(region)), transpose)
 
 
 class _Progress:

@@ -25,8 +25,8 @@ import numpy as np
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
-from nnssl.pretraining.data import resampling
-from nnssl.pretraining.data.tissue_sampling import GridPart, block_sums
+from nnssl.volumes import resampling
+from nnssl.volumes.tissue_sampling import GridPart, block_sums
 from nnssl.worker_processes import die_with_parent
 
 

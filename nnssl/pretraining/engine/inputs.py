@@ -9,12 +9,13 @@ import os
 
 from nnssl.checkpoints.layout import flow1_run_folder, results_root
 from nnssl.errors import NnsslError
+from nnssl.nnunet_adapter.readers import nnunet_reader
 from nnssl.nnunet_folders import PREPROCESSED_ENV, nnunet_folder
-from nnssl.pretraining.data.image_discovery import UnlabeledCase, discover_cases
-from nnssl.pretraining.data.image_reading import CaseLoader, ConstantImageError, check_case_header, check_case_sample
-from nnssl.pretraining.data.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS, is_large_case
 from nnssl.pretraining.engine import run_folder
 from nnssl.pretraining.engine.settings import PretrainRequest
+from nnssl.volumes.discovery import UnlabeledCase, discover_cases
+from nnssl.volumes.lazy import DEFAULT_BLOCKWISE_MIN_VOXELS, is_large_case
+from nnssl.volumes.reading import CaseLoader, ConstantImageError, check_case_header, check_case_sample
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def check_cases(cases: list[UnlabeledCase],
     for case in cases:
         check_case_header(case)
     usable = []
-    loader = CaseLoader({c.identifier: c for c in cases})
+    loader = CaseLoader({c.identifier: c for c in cases}, nnunet_reader)
     for case in cases:
         try:
             if is_large_case(case, blockwise_min_voxels):

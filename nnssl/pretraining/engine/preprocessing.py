@@ -12,13 +12,14 @@ from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import fingerprint, planning, preprocess
 from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
+from nnssl.nnunet_adapter.readers import nnunet_reader
 from nnssl.pretraining.data import blockwise_preprocessing as blockwise
-from nnssl.pretraining.data.image_discovery import UnlabeledCase, channel_count
-from nnssl.pretraining.data.image_reading import CaseLoader
-from nnssl.pretraining.data.lazy_volumes import is_large_case
 from nnssl.pretraining.engine.reporting import LOG_FILE
 from nnssl.pretraining.engine.schedule import local_batch_size
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest
+from nnssl.volumes.discovery import UnlabeledCase, channel_count
+from nnssl.volumes.lazy import is_large_case
+from nnssl.volumes.reading import CaseLoader
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: 
     dataset_json = workspace.write_dataset_json(case_files, names, cases[0].file_ending)
     by_id = {c.identifier: c for c in cases}
     logger.info("extracting nnU-Net's dataset fingerprint of %d unlabeled cases", len(cases))
-    fingerprint.extract_fingerprint(sorted(case_files), CaseLoader(by_id), n_channels, workspace.fingerprint_file,
+    loader = CaseLoader(by_id, nnunet_reader)
+    fingerprint.extract_fingerprint(sorted(case_files), loader, n_channels, workspace.fingerprint_file,
                                     lambda case_id, n: blockwise.fingerprint_entry(by_id[case_id], n),
                                     _large_cases(cases, request.blockwise_min_voxels))
     logger.info("planning with nnU-Net's %s", request.planner)
@@ -111,7 +113,7 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
     by_id = {c.identifier: c for c in cases}
     writer = blockwise.LargeCaseWriter(by_id, target, request.blockwise_workers)
     identifiers = preprocess.preprocess_cases(
-        {c.identifier: c.image_files for c in cases}, CaseLoader(by_id), plans, request.configuration,
+        {c.identifier: c.image_files for c in cases}, CaseLoader(by_id, nnunet_reader), plans, request.configuration,
         dataset_json, data_folder, request.num_processes, large, writer,
     )
     return PretrainData(plans, request.configuration, dataset_json, data_folder, identifiers)

@@ -18,11 +18,11 @@ from nnssl.checkpoints.files import remove_stale_temporaries
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.output_folder import OutputLock
-from nnssl.pretraining.data.image_discovery import UnlabeledCase
 from nnssl.pretraining.engine import run_folder
 from nnssl.pretraining.engine.inputs import check_cases, prepare
 from nnssl.pretraining.engine.schedule import check_batch_size
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest, saved_settings
+from nnssl.volumes.discovery import UnlabeledCase
 
 if TYPE_CHECKING:
     import torch

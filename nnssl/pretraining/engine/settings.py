@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from nnssl.pretraining.data.lazy_volumes import DEFAULT_BLOCKWISE_MIN_VOXELS
+from nnssl.volumes.lazy import DEFAULT_BLOCKWISE_MIN_VOXELS
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Reads and validates one unlabeled case through nnU-Net's reader classes (chosen per file ending).
+"""Reads and validates one unlabeled case: Zarr, OME-Zarr and plane folders through ``nnssl.volumes.lazy``,
+the formats nnU-Net reads (TIFF stacks, NIfTI, MHA, NRRD) through the reader the caller passes
+(``nnssl.nnunet_adapter.readers.nnunet_reader``: this floor imports no nnU-Net).
 
 Header checks (cheap, no voxel data): 3D, readable. Voxel checks: finite, not constant. A constant
 image is skipped with a warning (it teaches nothing); everything else raises ``NnsslError``.
@@ -9,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter.readers import nnunet_reader
-from nnssl.pretraining.data.image_discovery import PLANES, TIFF_ENDINGS, ZARR_ENDINGS, UnlabeledCase
+from nnssl.volumes.discovery import PLANES, TIFF_ENDINGS, ZARR_ENDINGS, UnlabeledCase
 
 logger = logging.getLogger(__name__)
+
+# tiff -> an object with nnU-Net's ``read_images(files) -> (data (C, Z, Y, X), properties)``
+ReaderChoice = Callable[[bool], Any]
 
 
 class ConstantImageError(NnsslError):
@@ -26,7 +32,7 @@ class ConstantImageError(NnsslError):
 def _header_shape(path: str, ending: str) -> tuple[int, ...]:
     try:
         if ending in TIFF_ENDINGS:
-            from nnssl.pretraining.data.lazy_volumes import tiff_shape
+            from nnssl.volumes.lazy import tiff_shape
 
             return tiff_shape(path)
         import SimpleITK as sitk
@@ -51,7 +57,7 @@ def _first_line(e: Exception) -> str:
 def check_case_header(case: UnlabeledCase) -> None:
     """Raises for a 2D, 4D/vector or unreadable image, looking at headers only."""
     if case.file_ending in (*ZARR_ENDINGS, PLANES):
-        from nnssl.pretraining.data.lazy_volumes import open_case_volumes
+        from nnssl.volumes.lazy import open_case_volumes
 
         open_case_volumes(case)
         return
@@ -66,17 +72,18 @@ def check_case_header(case: UnlabeledCase) -> None:
             )
 
 
-def read_case(case: UnlabeledCase) -> tuple[np.ndarray, dict]:
-    """Returns (data (C, Z, Y, X) float32, nnU-Net properties with 'spacing') of a valid case."""
+def read_case(case: UnlabeledCase, reader_choice: ReaderChoice) -> tuple[np.ndarray, dict]:
+    """Returns (data (C, Z, Y, X) float32, nnU-Net properties with 'spacing') of a valid case;
+    ``reader_choice(tiff)`` gives the reader of the formats nnU-Net reads."""
     check_case_header(case)
     if case.file_ending in (*ZARR_ENDINGS, PLANES):  # formats nnU-Net has no reader for
-        from nnssl.pretraining.data.lazy_volumes import open_case_volumes, read_whole
+        from nnssl.volumes.lazy import open_case_volumes, read_whole
 
         volumes = open_case_volumes(case)
         data, properties = read_whole(volumes), {"spacing": list(volumes[0].spacing)}
         _check_voxels(case, data)
         return data, properties
-    reader = nnunet_reader(tiff=case.file_ending in TIFF_ENDINGS)
+    reader = reader_choice(case.file_ending in TIFF_ENDINGS)
     try:
         # Tiff3DIO prints its own spacing warning for plain names; nnssl resolved the spacing already
         with contextlib.redirect_stdout(io.StringIO()):
@@ -102,7 +109,7 @@ def _check_voxels(case: UnlabeledCase, data: np.ndarray) -> None:
 
 def check_case_sample(case: UnlabeledCase) -> None:
     """Voxel checks of a volume too large to read whole: on a sample of evenly spaced planes."""
-    from nnssl.pretraining.data.lazy_volumes import open_case_volumes, sample_voxels
+    from nnssl.volumes.lazy import open_case_volumes, sample_voxels
 
     samples = sample_voxels(open_case_volumes(case))
     _check_voxels(case, samples)
@@ -111,8 +118,8 @@ def check_case_sample(case: UnlabeledCase) -> None:
 class CaseLoader:
     """Picklable ``case_id -> (data (C, Z, Y, X) float32, properties)`` for nnU-Net-side workers."""
 
-    def __init__(self, cases: dict[str, UnlabeledCase]) -> None:
-        self.cases = cases
+    def __init__(self, cases: dict[str, UnlabeledCase], reader_choice: ReaderChoice) -> None:
+        self.cases, self.reader_choice = cases, reader_choice  # a module-level function: picklable
 
     def __call__(self, case_id: str) -> tuple[np.ndarray, dict]:
-        return read_case(self.cases[case_id])
+        return read_case(self.cases[case_id], self.reader_choice)

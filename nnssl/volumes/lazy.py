@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from nnssl.errors import NnsslError
-from nnssl.pretraining.data import ome_zarr
-from nnssl.pretraining.data.image_discovery import LAZY_ENDINGS, PLANES, TIFF_ENDINGS, UnlabeledCase, plane_files
+from nnssl.volumes import ome_zarr
+from nnssl.volumes.discovery import LAZY_ENDINGS, PLANES, TIFF_ENDINGS, UnlabeledCase, plane_files
 
 logger = logging.getLogger(__name__)
 
@@ -300,3 +300,15 @@ def sample_voxels(volumes: Sequence[LazyVolume], n_planes: int = SAMPLE_PLANES,
             step = max(1, plane.size // SAMPLE_VOXELS_PER_PLANE)
             channel_values.append(plane[::step].astype(np.float32))
     return [np.concatenate(channel_values) for channel_values in values]
+
+
+def read_region(volume: LazyVolume, transpose: Sequence[int], ranges: list[tuple[int, int]],
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Input region given in transposed axis order, returned in transposed axis order (into ``out`` when the
+    axis order is unchanged and the reader can)."""
+    region = [slice(None)] * 3
+    for out_axis, (low, high) in enumerate(ranges):
+        region[transpose[out_axis]] = slice(low, high)
+    if list(transpose) == [0, 1, 2]:
+        return volume.read(tuple(region), out)
+    return np.transpose(volume.read(tuple(region)), transpose)

@@ -25,7 +25,7 @@ SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff")
 TIFF_ENDINGS = (".tif", ".tiff")
 ZARR_ENDINGS = (".ome.zarr", ".zarr")
 PLANES = ""  # the "ending" of a folder of 2D TIFF planes
-LAZY_ENDINGS = (*TIFF_ENDINGS, *ZARR_ENDINGS, PLANES)  # read region by region (nnssl.pretraining.data.lazy_volumes)
+LAZY_ENDINGS = (*TIFF_ENDINGS, *ZARR_ENDINGS, PLANES)  # read region by region (nnssl.volumes.lazy)
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _DIGITS = re.compile(r"(\d+)")
 
@@ -179,7 +179,7 @@ def channel_count(case: UnlabeledCase) -> int:
     """Channels of a case: one per file, or the channel axis of a Zarr image."""
     if case.file_ending not in ZARR_ENDINGS:
         return len(case.image_files)
-    from nnssl.pretraining.data.ome_zarr import open_image
+    from nnssl.volumes.ome_zarr import open_image
 
     images = [open_image(f) for f in case.image_files]
     return sum(image.array.shape[0] if image.channel_axis else 1 for image in images)
