@@ -60,12 +60,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnssl.demo import lsm_files
 from nnssl.demo.synthetic import write_image
 from nnssl.evaluation.files import read_segmentation
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: tests/ fixtures
 from bench_utils import GIB, folder_bytes, run_with_peaks, tree_pss_bytes
+
+from tests import lsm_files
 
 DATASET_ID = 515
 DATASET_NAME = "BigPredictOrgan"

@@ -31,10 +31,11 @@ import time
 
 import numpy as np
 
-from nnssl.demo import lsm_files
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: tests/ fixtures
 from bench_utils import GIB, folder_bytes, run_with_peak_pss
+
+from tests import lsm_files
 
 
 def read_throughput(path: str) -> float:
@@ -81,7 +82,6 @@ def write_volume(kind: str, folder: str, shape: tuple[int, int, int]) -> str:
 
 def tissue_fractions(run: str, shape, patch: list[int]) -> tuple[float, float]:
     """(tissue-aware, uniform) fraction of 400 placed patches that hold tissue of the analytic mask."""
-    from nnssl.nnunet_adapter.dataloading import sample_patch_boxes
 
     with open(os.path.join(run, "plans.json")) as f:
         plans = json.load(f)
@@ -90,7 +90,7 @@ def tissue_fractions(run: str, shape, patch: list[int]) -> tuple[float, float]:
     mask = lsm_files.tissue_mask_slab(shape)
     fractions = []
     for random_fraction in (0.05, 1.0):
-        boxes = sample_patch_boxes(folder, ["organ"], patch, plans, 400, random_fraction, seed=3)
+        boxes = lsm_files.sample_patch_boxes(folder, ["organ"], patch, plans, 400, random_fraction, seed=3)
         hits = 0
         for _, lower, upper in boxes:
             z0, z1 = max(0, lower[0]), min(shape[0], upper[0])

@@ -74,8 +74,10 @@ class WorkerSafeDataLoader(nnUNetDataLoader):
         super().set_thread_id(thread_id)
 
 
-def _loader(folder: str, identifiers: list[str], batch_size: int, patch_size, final_patch_size,
-            plans: dict, transforms, random_fraction: float) -> nnUNetDataLoader:
+def patch_loader(folder: str, identifiers: list[str], batch_size: int, patch_size, final_patch_size,
+                 plans: dict, transforms, random_fraction: float) -> nnUNetDataLoader:
+    """nnU-Net's data loader over stored cases; ``random_fraction`` of the patches anywhere, the rest centred
+    on tissue (``TISSUE_LABELS``)."""
     # the labels of what nnssl stores (tissue locations), never the dataset's: with the dataset's ``ignore``
     # label nnU-Net's loader would look for locations of annotated voxels, which unlabeled cases do not have
     label_manager = PlansManager(plans).get_label_manager({"labels": TISSUE_LABELS})
@@ -117,7 +119,7 @@ def training_batches(
     float32."""
     initial_patch_size = augmentation_parameters(patch_size)[2]
     transforms = pretraining_transforms(patch_size)
-    loader = _loader(folder, identifiers, batch_size, initial_patch_size, list(patch_size), plans, transforms,
+    loader = patch_loader(folder, identifiers, batch_size, initial_patch_size, list(patch_size), plans, transforms,
                      random_fraction)
     if num_workers == 0:
         return SingleThreadedAugmenter(loader, None)
@@ -131,32 +133,12 @@ def fixed_validation_batches(
 ) -> list[torch.Tensor]:
     """``num_batches`` un-augmented batches, drawn once with a fixed seed: a stable validation loss."""
     transforms = nnUNetTrainer.get_validation_transforms(None)
-    loader = _loader(folder, identifiers, batch_size, list(patch_size), list(patch_size), plans, transforms,
+    loader = patch_loader(folder, identifiers, batch_size, list(patch_size), list(patch_size), plans, transforms,
                      random_fraction)
     state = np.random.get_state()
     np.random.seed(seed)
     try:
         return [loader.generate_train_batch()["data"].float().clone() for _ in range(num_batches)]
-    finally:
-        np.random.set_state(state)
-
-
-def sample_patch_boxes(folder: str, identifiers: list[str], patch_size: Sequence[int], plans: dict,
-                       num_patches: int, random_fraction: float, seed: int = 0) -> list[tuple]:
-    """(case, lower corner, upper corner) of ``num_patches`` patches as nnU-Net's loader places them
-    (its own ``get_do_oversample`` and ``get_bbox``), without reading voxels."""
-    loader = _loader(folder, identifiers, 1, list(patch_size), list(patch_size), plans, None, random_fraction)
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        boxes = []
-        for _ in range(num_patches):
-            case = identifiers[np.random.randint(len(identifiers))]
-            data, _, _, properties = loader._data.load_case(case)
-            force = loader.get_do_oversample(0)
-            lower, upper = loader.get_bbox(data.shape[1:], force, properties["class_locations"])
-            boxes.append((case, list(lower), list(upper)))
-        return boxes
     finally:
         np.random.set_state(state)
 

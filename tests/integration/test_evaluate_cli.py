@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import tifffile
 
-from nnssl.demo import lsm_files
+from tests import lsm_files
 
 pytestmark = pytest.mark.cli
 

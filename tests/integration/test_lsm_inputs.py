@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnssl.demo import lsm_files
+from tests import lsm_files
 from tests.conftest import DATASET_ID, PRETRAIN_SCHEDULE, TINY_CONFIGURATION
 
 pytestmark = pytest.mark.cli

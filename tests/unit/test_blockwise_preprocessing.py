@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
-from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import case_store
 from nnssl.pretraining.data import blockwise_preprocessing as blockwise
 from nnssl.volumes import resampling
 from nnssl.volumes.discovery import discover_cases
+from tests import lsm_files
 
 SHAPE = (16, 60, 52)  # <= 16 planes of <= 65536 voxels: the intensity sample is the whole volume
 
@@ -158,7 +158,6 @@ def test_interrupted_case_resumes_at_the_next_slab(organ, tmp_path, monkeypatch)
 
 def test_loader_centres_patches_on_tissue(tmp_path):
     """nnU-Net's loader with the tissue locations: patches hold tissue far more often than uniform ones."""
-    from nnssl.nnunet_adapter.dataloading import sample_patch_boxes
 
     shape = (32, 128, 128)
     (tmp_path / "in").mkdir()
@@ -171,7 +170,7 @@ def test_loader_centres_patches_on_tissue(tmp_path):
     mask = lsm_files.tissue_mask_slab(shape, tissue_radius=0.2)(0, shape[0])
 
     def fraction(random_fraction: float) -> float:
-        boxes = sample_patch_boxes(str(out), ["organ"], [16, 32, 32], {"configurations": {}}, 200,
+        boxes = lsm_files.sample_patch_boxes(str(out), ["organ"], [16, 32, 32], {"configurations": {}}, 200,
                                    random_fraction, seed=1)
         hits = [mask[tuple(slice(max(0, lo), hi) for lo, hi in zip(lower, upper))].any() for _, lower, upper in boxes]
         return float(np.mean(hits))

@@ -1,5 +1,6 @@
-"""Writes light-sheet-style files block by block, never holding the volume: compressed BigTIFF stacks,
-folders of 2D TIFF planes and OME-Zarr (NGFF 0.4) multiscale images.
+"""Test and benchmark fixtures (never shipped). Writes light-sheet-style files block by block, never holding
+the volume: compressed BigTIFF stacks, folders of 2D TIFF planes and OME-Zarr (NGFF 0.4) multiscale images;
+places patches as nnU-Net's loader would (``sample_patch_boxes``).
 
 ``make_slab(z0, z1)`` returns the (z1 - z0, Y, X) voxels of planes z0..z1 of the volume.
 """
@@ -119,3 +120,25 @@ def tissue_mask_slab(shape: Sequence[int], tissue_radius: float = 0.3) -> Callab
         return (z + y + x) <= 1.0
 
     return mask
+
+
+def sample_patch_boxes(folder: str, identifiers: list[str], patch_size: Sequence[int], plans: dict,
+                       num_patches: int, random_fraction: float, seed: int = 0) -> list[tuple]:
+    """(case, lower corner, upper corner) of ``num_patches`` patches as nnU-Net's loader places them
+    (its own ``get_do_oversample`` and ``get_bbox``), without reading voxels."""
+    from nnssl.nnunet_adapter.dataloading import patch_loader
+
+    loader = patch_loader(folder, identifiers, 1, list(patch_size), list(patch_size), plans, None, random_fraction)
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        boxes = []
+        for _ in range(num_patches):
+            case = identifiers[np.random.randint(len(identifiers))]
+            data, _, _, properties = loader._data.load_case(case)
+            force = loader.get_do_oversample(0)
+            lower, upper = loader.get_bbox(data.shape[1:], force, properties["class_locations"])
+            boxes.append((case, list(lower), list(upper)))
+        return boxes
+    finally:
+        np.random.set_state(state)
