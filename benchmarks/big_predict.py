@@ -79,7 +79,7 @@ NUM_TRAIN_CASES = 8
 FITTING_SHAPE = (128, 256, 256)
 VOLUME_LEVELS = 3
 
-# The look of the organ, close to nnssl.demo.synthetic's cases (same background, PSF and nucleus sizes)
+# The look of the organ, close to tests/synthetic.py's cases (same background, PSF and nucleus sizes)
 BACKGROUND = 100.0  # dark background, times a left-to-right illumination gradient 0.8-1.2
 AUTOFLUORESCENCE = 120.0  # tissue glow inside the organ, modulated by a smooth texture by +-50%
 SIGNAL = 600.0  # a nucleus of brightness 1 before the blur
@@ -99,7 +99,7 @@ class SyntheticOrgan:
     nuclei-like ellipsoids; everything is blurred by an anisotropic Gaussian PSF over dark background, with
     shot noise (a Gaussian of the Poisson variance: the same for these counts and 7x faster to draw). Every
     plane depends only on (``shape``, ``seed``, its index), never on how the volume is cut into slabs.
-    ``label(z0, z1)`` is the nuclei before the blur, as in nnssl.demo.synthetic.
+    ``label(z0, z1)`` is the nuclei before the blur, as in tests/synthetic.py.
     """
 
     def __init__(self, shape: Sequence[int], spacing: Sequence[float] = SPACING, seed: int = 0) -> None:

@@ -23,7 +23,7 @@ export nnUNet_raw="$WORK/raw" nnUNet_preprocessed="$WORK/preprocessed" nnUNet_re
 export nnUNet_compile=false
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 "$BIN/python" -c "
-from nnssl.demo.synthetic import write_labeled_dataset, write_unlabeled_folder
+from tests.synthetic import write_labeled_dataset, write_unlabeled_folder
 write_labeled_dataset('$nnUNet_raw', 501, num_cases=5, shape=(64, 128, 128), num_test_cases=0)
 write_unlabeled_folder('$WORK/unlabeled', num_cases=4, shape=(64, 128, 128), seed=7)"
 "$BIN/python" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"

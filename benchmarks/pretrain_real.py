@@ -2,7 +2,7 @@
 
 The pool: the real 3D fluorescence volumes of ``get_real_volumes.sh`` (a widefield neuron stack, a pollen
 grain, lattice light-sheet red blood cells, yeast mitochondria: mostly dark, heavy-tailed) plus as many
-synthetic light-sheet-like volumes (``nnssl.demo.synthetic``), each kept on its own voxel grid (sidecar
+synthetic light-sheet-like volumes (``tests/synthetic.py``), each kept on its own voxel grid (sidecar
 spacing 1 µm). Each method runs ``nnssl_pretrain`` (flow 2, its defaults) with a 4-stage 16-128
 PlainConvUNet, patch 32x64x64, batch 2 and ``--steps`` steps on the CPU. A quarter of the cases is held out
 (with the default seed: two of the real volumes), and the validation loss is compared with the trivial
@@ -54,7 +54,10 @@ def max_spike(batch_losses: list[float], window: int = SPIKE_WINDOW, skip_fracti
 def write_pool(folder: Path, real_cache: Path, num_synthetic: int) -> list[str]:
     """Real volumes (fetched into ``real_cache`` when missing) and synthetic ones, each with a sidecar of
     spacing 1 so that every volume keeps its own voxel grid. Returns the case names."""
-    from nnssl.demo.synthetic import make_volume, write_image
+    from nnssl.demo.synthetic import write_image
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: tests/
+    from tests.synthetic import make_volume
 
     if not sorted(real_cache.glob("*_0000.tif")):
         subprocess.run(["bash", str(HERE / "get_real_volumes.sh"), str(real_cache)], check=True,

@@ -39,7 +39,8 @@ DATASET_ID = 990
 
 def prepare_dataset(root: Path, shape: tuple[int, int, int]) -> dict[str, str]:
     """nnU-Net folders under ``root`` with a planned and preprocessed synthetic dataset; returns the env."""
-    from nnssl.demo.synthetic import write_labeled_dataset
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests/ fixtures
+    from tests.synthetic import write_labeled_dataset
 
     env = {"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
            "nnUNet_results": str(root / "results")}

@@ -73,7 +73,7 @@ def add_tiny_configuration(plans_file: Path) -> None:
 @pytest.fixture(scope="session")
 def nnunet(tmp_path_factory) -> NnunetEnv:
     """Dataset501 (6 labelled cases), planned and preprocessed by nnU-Net, plus '3d_tiny' in its plans."""
-    from nnssl.demo.synthetic import write_labeled_dataset
+    from tests.synthetic import write_labeled_dataset
 
     env = NnunetEnv(tmp_path_factory.mktemp("nnunet"))
     write_labeled_dataset(str(env.raw), DATASET_ID, num_cases=6, shape=(32, 64, 64), num_test_cases=2)
@@ -85,7 +85,7 @@ def nnunet(tmp_path_factory) -> NnunetEnv:
 
 @pytest.fixture(scope="session")
 def unlabeled_folder(tmp_path_factory) -> Path:
-    from nnssl.demo.synthetic import write_unlabeled_folder
+    from tests.synthetic import write_unlabeled_folder
 
     folder = tmp_path_factory.mktemp("unlabeled")
     write_unlabeled_folder(str(folder), num_cases=4, shape=(32, 64, 64), seed=100)

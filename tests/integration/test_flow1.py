@@ -111,7 +111,7 @@ def test_dataset_with_an_ignore_label(nnunet, unlabeled_folder):
     import numpy as np
     import SimpleITK as sitk
 
-    from nnssl.demo.synthetic import write_labeled_dataset
+    from tests.synthetic import write_labeled_dataset
 
     raw = Path(write_labeled_dataset(str(nnunet.raw), IGNORE_DATASET_ID, name="Sparse", num_test_cases=0))
     for label_file in (raw / "labelsTr").glob("*.nii.gz"):

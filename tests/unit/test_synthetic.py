@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from nnssl.demo.synthetic import make_volume, write_labeled_dataset, write_unlabeled_folder
+from tests.synthetic import make_volume, write_labeled_dataset, write_unlabeled_folder
 
 SHAPE = (16, 32, 32)
 
