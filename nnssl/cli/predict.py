@@ -12,12 +12,11 @@ nnU-Net's own predictor.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.cli.common import run_cli, setup_logging
-from nnssl.errors import NnsslError
+from nnssl.inference.run import OUTPUT_FORMATS
 
 PROG = "nnssl_predict"
 
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write <case>_probabilities.zarr (float16, K x Z x Y x X)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="resume unfinished cases, keep finished ones (nothing is overwritten without it)")
-    parser.add_argument("--output-format", choices=("ome-zarr", "tiff-planes"), default="ome-zarr",
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default=OUTPUT_FORMATS[0],
                         help="ome-zarr (default): <case>.ome.zarr; tiff-planes: <case>/ with one TIFF per z plane")
     parser.add_argument("--no-skip-empty", dest="skip_empty", action="store_false",
                         help="predict every block, also those without tissue (default: written as background)")
@@ -53,71 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _validate(args: argparse.Namespace) -> None:
-    """Checks that need nothing but the arguments (before torch and nnU-Net are imported)."""
-    if not os.path.isdir(args.i):
-        raise NnsslError(f"{args.i}: no such input folder; pass the folder of images to predict with -i")
-    if os.path.abspath(args.i) == os.path.abspath(args.o):
-        raise NnsslError(f"{args.o}: the output folder is the input folder; pick another -o")
-    if args.block_size is not None and any(b <= 0 or b % 64 for b in args.block_size):
-        raise NnsslError(f"--block-size {' '.join(map(str, args.block_size))}: give multiples of 64 (output chunks)")
-    if not 0 < args.step_size <= 1:
-        raise NnsslError(f"-step_size {args.step_size}: must be in (0, 1]; nnU-Net's default is 0.5")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
 
     def body() -> int:
-        _validate(args)
-        from nnssl.inference.run import PredictRequest, predict_folder
-        from nnssl.nnunet_adapter.prediction import model_folder
-
-        model_folder(_model_request(args))  # the model exists: checked before the input images are read
-
-        request = PredictRequest(args.i, args.o, args.resume, args.output_format, args.spacing)
-        summaries = predict_folder(request, lambda: _load_model(args), _options(args))
         from nnssl import distributed
+        from nnssl.inference.case_prediction import PredictOptions
+        from nnssl.inference.run import PredictRequest, predict_folder
+        from nnssl.nnunet_adapter.prediction import ModelRequest
 
+        model = ModelRequest(args.d, args.c, args.tr, args.p, tuple(args.f) if args.f else None, args.chk)
+        request = PredictRequest(args.i, args.o, model, args.device, args.step_size, not args.disable_tta,
+                                 args.resume, args.output_format, args.spacing)
+        options = PredictOptions(skip_empty=args.skip_empty, save_probabilities=args.save_probabilities,
+                                 block_shape=tuple(args.block_size) if args.block_size else None,
+                                 progress_bar=not args.disable_progress_bar)
+        summaries = predict_folder(request, options)
         if distributed.is_main():
             print(f"{PROG}: {len(summaries)} case(s) predicted into {args.o}")
         distributed.cleanup()
         return 0
 
     return run_cli(PROG, body)
-
-
-def _options(args: argparse.Namespace):
-    from nnssl.inference.case_prediction import PredictOptions
-
-    return PredictOptions(skip_empty=args.skip_empty, save_probabilities=args.save_probabilities,
-                          block_shape=tuple(args.block_size) if args.block_size else None,
-                          progress_bar=not args.disable_progress_bar)
-
-
-def _load_model(args: argparse.Namespace):
-    import torch
-
-    from nnssl import distributed
-    from nnssl.nnunet_adapter.prediction import TrainedModel
-
-    device = args.device
-    if distributed.world_size() > 1:
-        distributed.init(device)
-        if device == "cuda":
-            device = f"cuda:{distributed.local_rank()}"
-    if device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // distributed.world_size()))
-    elif device.startswith("cuda"):
-        torch.set_num_threads(1)  # as nnUNetv2_predict: CPU threads do not help a GPU run
-    return TrainedModel(_model_request(args), device, args.step_size, mirroring=not args.disable_tta)
-
-
-def _model_request(args: argparse.Namespace):
-    from nnssl.nnunet_adapter.prediction import ModelRequest
-
-    return ModelRequest(args.d, args.c, args.tr, args.p, tuple(args.f) if args.f else None, args.chk)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from nnssl.volumes.lazy import open_case_volumes
 
 if TYPE_CHECKING:  # the model and the block loop import torch: not before the cheap checks
     from nnssl.inference.case_prediction import PredictOptions
-    from nnssl.nnunet_adapter.prediction import TrainedModel
+    from nnssl.nnunet_adapter.prediction import ModelRequest, TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +36,52 @@ OUTPUT_FORMATS = ("ome-zarr", "tiff-planes")
 
 @dataclass
 class PredictRequest:
+    """What ``nnssl_predict`` is asked: its flags mean what they mean for ``nnUNetv2_predict``."""
+
     input_folder: str
     output_folder: str
+    model: ModelRequest
+    device: str = "cuda"
+    step_size: float = 0.5  # sliding-window step, fraction of the patch
+    mirroring: bool = True
     resume: bool = False
     output_format: str = "ome-zarr"
     spacing: list[float] | None = None
+
+
+def check_request(request: PredictRequest, options: PredictOptions) -> None:
+    """Checks that need nothing but the request: one-line errors before torch, the model or any image."""
+    if not os.path.isdir(request.input_folder):
+        raise NnsslError(f"{request.input_folder}: no such input folder; pass the folder of images to predict "
+                         f"with -i")
+    if os.path.abspath(request.input_folder) == os.path.abspath(request.output_folder):
+        raise NnsslError(f"{request.output_folder}: the output folder is the input folder; pick another -o")
+    if options.block_shape is not None and any(b <= 0 or b % 64 for b in options.block_shape):
+        raise NnsslError(f"--block-size {' '.join(map(str, options.block_shape))}: give multiples of 64 "
+                         f"(output chunks)")
+    if not 0 < request.step_size <= 1:
+        raise NnsslError(f"-step_size {request.step_size}: must be in (0, 1]; nnU-Net's default is 0.5")
+    if request.output_format not in OUTPUT_FORMATS:
+        raise NnsslError(f"output format {request.output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+
+
+def load_model(request: PredictRequest) -> TrainedModel:
+    """The trained model on this process's device: under torchrun the process group is joined and each rank
+    takes its own GPU; CPU threads are shared among the ranks, one thread drives a GPU (as nnUNetv2_predict)."""
+    import torch
+
+    from nnssl.nnunet_adapter.prediction import TrainedModel
+
+    device = request.device
+    if distributed.world_size() > 1:
+        distributed.init(device)
+        if device == "cuda":
+            device = f"cuda:{distributed.local_rank()}"
+    if device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // distributed.world_size()))
+    elif device.startswith("cuda"):
+        torch.set_num_threads(1)
+    return TrainedModel(request.model, device, request.step_size, mirroring=request.mirroring)
 
 
 def final_output(request: PredictRequest, case: UnlabeledCase) -> str:
@@ -92,20 +132,23 @@ def delegated_outputs(request: PredictRequest, cases: list[UnlabeledCase], file_
     return todo
 
 
-def predict_folder(request: PredictRequest, load_model: Callable[[], TrainedModel], options: PredictOptions
-                   ) -> list[dict]:
-    """Predicts every case; ``load_model()`` returns the ``TrainedModel`` (called after the cheap checks).
-    The output folder is locked first: a second run on it is refused (``nnssl.output_folder``)."""
+def predict_folder(request: PredictRequest, options: PredictOptions) -> list[dict]:
+    """Predicts every case. Cheapest checks first: the request, then that the model exists, then (with the
+    output folder locked, so that a second run on it is refused: ``nnssl.output_folder``) the images'
+    headers; the model is loaded after them."""
+    from nnssl.nnunet_adapter.prediction import model_folder
+
+    check_request(request, options)
+    model_folder(request.model)
     with OutputLock(request.output_folder):
-        return _predict_locked(request, load_model, options)
+        return _predict_locked(request, options)
 
 
-def _predict_locked(request: PredictRequest, load_model: Callable[[], TrainedModel], options: PredictOptions
-                    ) -> list[dict]:
+def _predict_locked(request: PredictRequest, options: PredictOptions) -> list[dict]:
     from nnssl.inference.case_prediction import predict_case
 
     block_cases, nnunet_cases = find_cases(request)
-    model = load_model()
+    model = load_model(request)
     check_channels(block_cases + nnunet_cases, model.num_input_channels)
     nnunet_cases = delegated_outputs(request, nnunet_cases, model.file_ending)
     os.makedirs(request.output_folder, exist_ok=True)
