@@ -254,7 +254,7 @@ def write_dataset(env: dict) -> None:
 
 def add_tiny_configuration(env: dict) -> None:
     """'3d_tiny' (3 stages, 8/16/32 features, patch 16x32x32, batch 2) on 3d_fullres's preprocessed data."""
-    from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
+    from nnssl.nnunet_adapter.plans_and_networks import get_configuration, make_small_configuration
 
     plans_file = os.path.join(dataset_folder(env, "nnUNet_preprocessed"), "nnUNetPlans.json")
     with open(plans_file) as f:

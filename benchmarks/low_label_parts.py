@@ -115,7 +115,7 @@ def plan_and_preprocess(features: Sequence[int], patch: Sequence[int], batch_siz
         preprocess,
     )
 
-    from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
+    from nnssl.nnunet_adapter.plans_and_networks import get_configuration, make_small_configuration
 
     extract_fingerprints([DATASET_ID], num_processes=1, check_dataset_integrity=True, verbose=False,
                          show_progress_bar=False)

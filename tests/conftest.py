@@ -62,7 +62,7 @@ class NnunetEnv:
 
 def add_tiny_configuration(plans_file: Path) -> None:
     """Adds '3d_tiny' (3 stages, 8/16/32 features, patch 16x32x32) reusing 3d_fullres's preprocessed data."""
-    from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
+    from nnssl.nnunet_adapter.plans_and_networks import get_configuration, make_small_configuration
 
     plans = json.loads(plans_file.read_text())
     resolved = get_configuration(plans, "3d_fullres").configuration

@@ -28,7 +28,7 @@ import os
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnssl.pretraining.engine.state import seed_everything
+from nnssl.pretraining.engine.random_state import seed_everything
 from nnssl.trainers import (
     nnSSLTrainer,
     nnSSLTrainer_discriminativeLR,

@@ -23,7 +23,7 @@ from nnssl.errors import NnsslError
 from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, check_name_part, nnunet_folder
 
 if TYPE_CHECKING:
-    from nnssl.nnunet_adapter.plan_like import PlanLikeResult
+    from nnssl.nnunet_adapter.plan_like_pretrained import PlanLikeResult
 
 PROG = "nnssl_plan_like_pretrained"
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         validate_arguments(args)
         # imported late on purpose: torch + nnunetv2 take seconds, and bad arguments should not wait for them
-        from nnssl.nnunet_adapter.plan_like import plan_like_pretrained
+        from nnssl.nnunet_adapter.plan_like_pretrained import plan_like_pretrained
 
         result = plan_like_pretrained(
             args.dataset,

@@ -119,7 +119,7 @@ def add_cpu_configuration(out: str) -> str:
     Built from the resolved 3d_fullres configuration, so it keeps its ``data_identifier`` and
     reuses the 3d_fullres preprocessed data. Returns the plans file.
     """
-    from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration
+    from nnssl.nnunet_adapter.plans_and_networks import get_configuration, make_small_configuration
 
     dataset_name = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
     plans_file = os.path.join(out, PREPROCESSED_ENV, dataset_name, "nnUNetPlans.json")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter.plans import encoder_key_prefixes, unwrap_network
+from nnssl.nnunet_adapter.plans_and_networks import encoder_key_prefixes, unwrap_network
 from nnssl.trainers.lr_schedule import (
     FINE_TUNING_INITIAL_LR,
     LR_SCALE,

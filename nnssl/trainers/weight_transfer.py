@@ -46,7 +46,7 @@ WEIGHT_SUFFIX = ".weight"
 def unwrap_network(network: nn.Module) -> nn.Module:
     """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers.
 
-    Reimplemented here (see ``nnssl.nnunet_adapter.plans.unwrap_network``) to keep this module free of
+    Reimplemented here (see ``nnssl.nnunet_adapter.plans_and_networks.unwrap_network``) to keep this module free of
     nnunetv2 imports; duck-typed so DDP-like wrappers work too.
     """
     for _ in range(4):  # DDP(compile(net)) is the deepest nesting nnU-Net produces

@@ -20,8 +20,8 @@ from nnssl.checkpoints.adaptation_plan import (
 )
 from nnssl.checkpoints.files import load_checkpoint
 from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter.plan_like import read_pretraining_facts
-from nnssl.nnunet_adapter.plans import build_network
+from nnssl.nnunet_adapter.plan_like_pretrained import read_pretraining_facts
+from nnssl.nnunet_adapter.plans_and_networks import build_network
 from nnssl.trainers.weight_transfer import checkpoint_weights_for, transfer_weights
 from tests.ecosystem_checkpoints import ARCHITECTURES, KEYS, save_ecosystem_checkpoint
 from tests.ecosystem_checkpoints import build_network as build_dna

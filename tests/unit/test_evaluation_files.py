@@ -8,9 +8,9 @@ import SimpleITK as sitk
 import tifffile
 import zarr
 
-from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
 from nnssl.evaluation.files import pair_cases, read_segmentation, segmentation_files
+from tests import lsm_files
 
 LABELS = (np.arange(8 * 12 * 16).reshape(8, 12, 16) % 3).astype(np.uint8)  # (Z, Y, X), values 0-2
 

@@ -128,7 +128,8 @@ def test_the_checks_catch_what_they_forbid():
         "nnssl.demo.run_demo": {"nnssl.cli.pretrain"},
         "nnssl.evaluation.files": {"nnssl.volumes.discovery", "nnssl.pretraining.data.blockwise_tiles"},
         "nnssl.inference.run": {"nnssl.volumes.lazy", "nnssl.pretraining.engine.run"},
-        "nnssl.nnunet_adapter.planning": {"nnssl.volumes.tissue_sampling", "nnssl.pretraining.data.blockwise_tiles"},
+        "nnssl.nnunet_adapter.standalone_planning": {"nnssl.volumes.tissue_sampling",
+                                                     "nnssl.pretraining.data.blockwise_tiles"},
         "nnssl.volumes.reading": {"nnssl.errors", "nnssl.nnunet_adapter.readers", "numpy"},
     }
     assert violations(graph) == [
@@ -137,8 +138,8 @@ def test_the_checks_catch_what_they_forbid():
         "nnssl.evaluation.files imports nnssl.pretraining.data.blockwise_tiles (nnssl.evaluation is below "
         "nnssl.pretraining)",
         "nnssl.inference.run imports nnssl.pretraining.engine.run (nnssl.inference is below nnssl.pretraining)",
-        "nnssl.nnunet_adapter.planning imports nnssl.pretraining.data.blockwise_tiles (nnssl.nnunet_adapter is "
-        "below nnssl.pretraining)",
+        "nnssl.nnunet_adapter.standalone_planning imports nnssl.pretraining.data.blockwise_tiles "
+        "(nnssl.nnunet_adapter is below nnssl.pretraining)",
         "nnssl.pretraining.engine.loop imports nnunetv2.paths (only nnssl.nnunet_adapter and nnssl.trainers import "
         "nnunetv2)",
         "nnssl.trainers.variants imports nnssl.pretraining.methods.mae (trainers never import SSL methods)",

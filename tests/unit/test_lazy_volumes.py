@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from nnssl.demo import lsm_files
 from nnssl.errors import NnsslError
 from nnssl.volumes import ome_zarr
 from nnssl.volumes.discovery import PLANES, channel_count, discover_cases
 from nnssl.volumes.lazy import open_case_volumes, read_whole, sample_voxels, tiff_shape
+from tests import lsm_files
 
 SHAPE = (20, 40, 36)
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from nnssl.pretraining.methods.base import SSLModel
+from nnssl.pretraining.methods.genesis_corruptions import bezier_intensity_map, in_paint, local_shuffle, out_paint
 from nnssl.pretraining.methods.registry import create_method
-from nnssl.pretraining.methods.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
 from tests.tiny_networks import PATCH, tiny_unet
 
 

@@ -11,7 +11,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnssl.checkpoints.files import save_atomic
-from nnssl.nnunet_adapter.plans import build_network
+from nnssl.nnunet_adapter.plans_and_networks import build_network
 from nnssl.trainers import (
     nnSSLTrainer,
     nnSSLTrainer_2epochs_5iters_noMirroring,

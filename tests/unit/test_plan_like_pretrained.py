@@ -21,11 +21,11 @@ from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.checkpoints.lookup import PLANS_KEY
 from nnssl.cli import plan_like_pretrained as cli
 from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter.plan_like import (
+from nnssl.nnunet_adapter.plan_like_pretrained import (
     plan_like_pretrained,
     round_patch_size,
 )
-from nnssl.nnunet_adapter.plans import build_network
+from nnssl.nnunet_adapter.plans_and_networks import build_network
 from tests.ecosystem_checkpoints import ARCHITECTURES, save_ecosystem_checkpoint
 
 PRETRAIN_SPACING = [1.0, 0.5, 0.5]

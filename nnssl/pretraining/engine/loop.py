@@ -37,8 +37,14 @@ from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, adaptation_pl
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.nnunet_adapter import dataloading
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
-from nnssl.nnunet_adapter.plans import build_network, encoder_key_prefixes, get_configuration, unwrap_network
+from nnssl.nnunet_adapter.plans_and_networks import (
+    build_network,
+    encoder_key_prefixes,
+    get_configuration,
+    unwrap_network,
+)
 from nnssl.pretraining.engine import run_folder
+from nnssl.pretraining.engine.random_state import capture_rng_state, restore_rng_state, seed_everything
 from nnssl.pretraining.engine.reporting import (
     describe_figures,
     learning_check_epoch,
@@ -48,7 +54,6 @@ from nnssl.pretraining.engine.reporting import (
 )
 from nnssl.pretraining.engine.schedule import local_batch_size, split_cases
 from nnssl.pretraining.engine.settings import PretrainData, PretrainSettings
-from nnssl.pretraining.engine.state import capture_rng_state, restore_rng_state, seed_everything
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel
 from nnssl.pretraining.methods.registry import create_method, get_method
 from nnssl.schedules import warmup_poly_lr

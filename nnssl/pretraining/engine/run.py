@@ -35,7 +35,7 @@ def _plan(request: PretrainRequest, cases: list[UnlabeledCase], out: str, datase
     """Plans and preprocesses (the output folder, when this run ``created`` it, is removed again when that
     fails), then writes the run file; returns the ``PretrainData``."""
     try:
-        from nnssl.pretraining.engine.preprocessing import check_batch_split, plan_and_preprocess
+        from nnssl.pretraining.engine.plan_and_preprocess import check_batch_split, plan_and_preprocess
 
         data = plan_and_preprocess(request, cases, out, dataset_folder)
         check_batch_split(request, data)

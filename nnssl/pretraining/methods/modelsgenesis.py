@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from nnssl.pretraining.methods.base import SSLMethod, SSLModel, StepOutput, register_method
+from nnssl.pretraining.methods.genesis_corruptions import bezier_intensity_map, in_paint, local_shuffle, out_paint
 from nnssl.pretraining.methods.losses import MaskedMSELoss
-from nnssl.pretraining.methods.restoration import bezier_intensity_map, in_paint, local_shuffle, out_paint
 from nnssl.pretraining.methods.targets import (
     check_target_normalization,
     target_frame,

@@ -10,8 +10,8 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnssl import distributed
 from nnssl.atomic_files import write_json_atomic
 from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter import fingerprint, planning, preprocess
-from nnssl.nnunet_adapter.plans import get_configuration, make_small_configuration, network_total_stride
+from nnssl.nnunet_adapter import fingerprint, preprocessor, standalone_planning
+from nnssl.nnunet_adapter.plans_and_networks import get_configuration, make_small_configuration, network_total_stride
 from nnssl.nnunet_adapter.readers import nnunet_reader
 from nnssl.pretraining.data import blockwise_preprocessing as blockwise
 from nnssl.pretraining.engine.reporting import LOG_FILE
@@ -45,7 +45,7 @@ def _check_network_depth(plans: dict, configuration: str, cases: list[UnlabeledC
 
 def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: str) -> tuple[dict, dict, str]:
     """Flow 2: fingerprint + nnU-Net planner in the private workspace; returns (plans, dataset_json, data root)."""
-    workspace = planning.PlanningWorkspace(out)
+    workspace = standalone_planning.PlanningWorkspace(out)
     n_channels = channel_count(cases[0])
     names = request.channel_names or ["LSM"] * n_channels
     if len(names) != n_channels:
@@ -60,7 +60,7 @@ def _plan_standalone(request: PretrainRequest, cases: list[UnlabeledCase], out: 
                                     _large_cases(cases, request.blockwise_min_voxels))
     logger.info("planning with nnU-Net's %s", request.planner)
     log_file = os.path.join(out, LOG_FILE)
-    plans = planning.plan_workspace(workspace, request.planner, request.gpu_memory_target, log_file)
+    plans = standalone_planning.plan_workspace(workspace, request.planner, request.gpu_memory_target, log_file)
     logger.info("nnU-Net's planner output: %s", log_file)
     config = request.configuration
     get_configuration(plans, config, f"plans of {request.planner}")
@@ -90,7 +90,7 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
     elif request.continue_run and os.path.isfile(os.path.join(out, "plans.json")):
         # a resumed standalone run keeps the plans it started with
         plans, dataset_json = load_json(os.path.join(out, "plans.json")), load_json(os.path.join(out, "dataset.json"))
-        data_root = planning.PlanningWorkspace(out).preprocessed_dataset
+        data_root = standalone_planning.PlanningWorkspace(out).preprocessed_dataset
     else:
         os.makedirs(out, exist_ok=True)
         plans, dataset_json, data_root = _plan_standalone(request, cases, out)
@@ -112,7 +112,7 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
     )
     by_id = {c.identifier: c for c in cases}
     writer = blockwise.LargeCaseWriter(by_id, target, request.blockwise_workers)
-    identifiers = preprocess.preprocess_cases(
+    identifiers = preprocessor.preprocess_cases(
         {c.identifier: c.image_files for c in cases}, CaseLoader(by_id, nnunet_reader), plans, request.configuration,
         dataset_json, data_folder, request.num_processes, large, writer,
     )

@@ -33,7 +33,7 @@ from nnssl.checkpoints.adaptation_plan import (
 from nnssl.checkpoints.files import load_checkpoint, resolve_checkpoint_path
 from nnssl.checkpoints.lookup import PLANS_KEY
 from nnssl.errors import NnsslError
-from nnssl.nnunet_adapter.plans import (
+from nnssl.nnunet_adapter.plans_and_networks import (
     build_network,
     dataset_name_from_id,
     num_input_channels,
