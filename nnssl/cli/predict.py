@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from nnssl import distributed
-        from nnssl.inference.case_prediction import PredictOptions
+        from nnssl.inference.blocks import PredictOptions
         from nnssl.inference.run import PredictRequest, predict_folder
         from nnssl.nnunet_adapter.prediction import ModelRequest
 

@@ -155,3 +155,13 @@ def default_block_shape(shape: Sequence[int], transpose: Sequence[int], scale: S
         edge = -(-wanted // chunk) * chunk
         edges[original_axis] = min(edge, -(-shape[original_axis] // chunk) * chunk)
     return tuple(edges)
+
+
+@dataclass
+class PredictOptions:
+    """How the blocks of a case are predicted and written (``nnssl_predict``'s block options)."""
+
+    skip_empty: bool = True
+    save_probabilities: bool = False
+    block_shape: tuple[int, int, int] | None = None  # output voxels, original axis order; None: the default
+    progress_bar: bool = True

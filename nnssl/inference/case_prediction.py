@@ -12,14 +12,13 @@ import collections
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from nnssl import distributed
 from nnssl.inference import journal as journal_files
 from nnssl.inference.block_prediction import BlockPredictor, FinishedBlock
-from nnssl.inference.blocks import CaseBlocks, default_block_shape
+from nnssl.inference.blocks import CaseBlocks, PredictOptions, default_block_shape
 from nnssl.inference.output import OUTPUT_CHUNK, LabelImageWriter, label_image_path
 from nnssl.inference.tissue import TissueTest, band_cell_means
 from nnssl.nnunet_adapter.block_normalization import block_normalizers
@@ -33,14 +32,6 @@ READ_AHEAD = 1
 WRITE_BEHIND = 2
 DEFAULT_MIN_BLOCK_EDGE = 256  # output voxels per axis, at least
 DEFAULT_PATCHES_PER_BLOCK = 4  # patches per axis, at least: the halo's share of the work stays below ~1/3
-
-
-@dataclass
-class PredictOptions:
-    skip_empty: bool = True
-    save_probabilities: bool = False
-    block_shape: tuple[int, int, int] | None = None  # output voxels, original axis order; None: the default
-    progress_bar: bool = True
 
 
 def case_blocks(model: TrainedModel, volume: LazyVolume, block_shape: tuple[int, int, int] | None) -> CaseBlocks:

@@ -25,7 +25,7 @@ from nnssl.volumes.discovery import LAZY_ENDINGS, UnlabeledCase, channel_count, 
 from nnssl.volumes.lazy import open_case_volumes
 
 if TYPE_CHECKING:  # the model and the block loop import torch: not before the cheap checks
-    from nnssl.inference.case_prediction import PredictOptions
+    from nnssl.inference.blocks import PredictOptions
     from nnssl.nnunet_adapter.prediction import ModelRequest, TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class PredictRequest:
 
 
 def check_request(request: PredictRequest, options: PredictOptions) -> None:
-    """Checks that need nothing but the request: one-line errors before torch, the model or any image."""
+    """Checks that need nothing but the request: one-line errors before the model or any image is read."""
     if not os.path.isdir(request.input_folder):
         raise NnsslError(f"{request.input_folder}: no such input folder; pass the folder of images to predict "
                          f"with -i")
