@@ -11,10 +11,12 @@ from nnssl.errors import NnsslError
 RAW_ENV = "nnUNet_raw"
 PREPROCESSED_ENV = "nnUNet_preprocessed"
 RESULTS_ENV = "nnUNet_results"
+# where nnU-Net master's nnUNetv2_preprocess_like_nnssl keeps checkpoints downloaded from Hugging Face
+PRETRAINED_MODELS_ENV = "nnssl_pretrained_models"
 
 
 def nnunet_folder(variable: str, hint: str = "") -> str:
-    """The folder in the environment variable ``variable`` (one of the three above); an NnsslError saying how to
+    """The folder in the environment variable ``variable`` (one of those above); an NnsslError saying how to
     set it (plus ``hint``, e.g. " (the folder nnUNetv2_train wrote the model into)") when it is not set."""
     folder = os.environ.get(variable)
     if not folder:

@@ -68,6 +68,10 @@ RESENC_L_PRESET = {
     "_kw_requires_import": list(_IMPORT_KWARGS),
 }
 ARCHITECTURE_PRESETS = {"ResEncL": RESENC_L_PRESET}
+# MIC-DKFZ/nnssl's transformer presets (PrimusS/B/M/L): what fine-tunes them instead of nnssl
+PRIMUS_PREFIX = "Primus"
+PRIMUS_INSTEAD = ("fine-tune it with nnU-Net master's nnUNetv2_preprocess_like_nnssl and nnUNetv2_train_pretrained "
+                  "-tr PretrainedTrainer_Primusx (documentation/finetuning_from_nnssl_checkpoints.md)")
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -160,6 +164,9 @@ def architecture_from_adaptation_plan(plan: Mapping, checkpoint_file: str) -> di
     if not kwargs:
         if name in ARCHITECTURE_PRESETS:
             return copy.deepcopy(ARCHITECTURE_PRESETS[name])
+        if name.startswith(PRIMUS_PREFIX):
+            raise NnsslError(f"{checkpoint_file}: '{name}' is a Primus (transformer) network, which nnssl does not "
+                             f"build; {PRIMUS_INSTEAD}")
         raise NnsslError(
             f"{checkpoint_file}: architecture '{name}' comes without arch_kwargs; nnssl fine-tunes "
             f"PlainConvUNet/ResidualEncoderUNet given with arch_kwargs, or the ResEncL preset "

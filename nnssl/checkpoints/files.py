@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nnssl.atomic_files import write_atomic
-from nnssl.checkpoints.layout import FINAL_CHECKPOINT
+from nnssl.checkpoints.layout import resolve_checkpoint_path
 from nnssl.errors import NnsslError
 
 
@@ -57,21 +57,6 @@ def remove_stale_temporaries(folder: str) -> None:
         for name in os.listdir(folder):
             if name.startswith(".tmp_checkpoint_"):
                 os.remove(os.path.join(folder, name))
-
-
-def resolve_checkpoint_path(path_or_folder: str) -> str:
-    """Accepts an nnssl output folder or a checkpoint file and returns the checkpoint file."""
-    if os.path.isdir(path_or_folder):
-        candidate = os.path.join(path_or_folder, FINAL_CHECKPOINT)
-        if not os.path.isfile(candidate):
-            raise NnsslError(
-                f"{path_or_folder}: no {FINAL_CHECKPOINT} in this folder; pass a finished nnssl_pretrain "
-                f"output folder or the checkpoint file itself"
-            )
-        return candidate
-    if os.path.isfile(path_or_folder):
-        return path_or_folder
-    raise NnsslError(f"{path_or_folder}: no such checkpoint file or folder; check the path")
 
 
 def load_checkpoint(path_or_folder: str) -> dict:

@@ -1,9 +1,11 @@
-"""Where checkpoints live: their file names, nnU-Net's results folder and flow 1's run folder (docs/contracts.md)."""
+"""Where checkpoints live: their file names, nnU-Net's results folder, flow 1's run folder and the checkpoint file a
+path names (docs/contracts.md). Needs no torch: command lines check paths before importing it."""
 
 from __future__ import annotations
 
 import os
 
+from nnssl.errors import NnsslError
 from nnssl.nnunet_folders import RESULTS_ENV, nnunet_folder
 
 # the names nnU-Net gives its own training checkpoints too (in ``fold_X/``)
@@ -25,3 +27,18 @@ def flow1_run_folder(results: str, dataset_name: str, method: str, plans_name: s
 def flow1_run_pattern(results: str, dataset_name: str, plans_name: str, configuration: str) -> str:
     """The glob pattern of every method's flow-1 run folder of a dataset, plans and configuration."""
     return flow1_run_folder(results, dataset_name, "*", plans_name, configuration)
+
+
+def resolve_checkpoint_path(path_or_folder: str) -> str:
+    """Accepts an nnssl output folder or a checkpoint file and returns the checkpoint file."""
+    if os.path.isdir(path_or_folder):
+        candidate = os.path.join(path_or_folder, FINAL_CHECKPOINT)
+        if not os.path.isfile(candidate):
+            raise NnsslError(
+                f"{path_or_folder}: no {FINAL_CHECKPOINT} in this folder; pass a finished nnssl_pretrain "
+                f"output folder or the checkpoint file itself"
+            )
+        return candidate
+    if os.path.isfile(path_or_folder):
+        return path_or_folder
+    raise NnsslError(f"{path_or_folder}: no such checkpoint file or folder; check the path")

@@ -4,7 +4,9 @@ Order: (1) environment variable ``nnssl_pretrained_weights`` (file or output fol
 ``nnssl_pretrained_checkpoint`` (relative to ``$nnUNet_results`` when relative), (3) the single folder
 ``$nnUNet_results/<dataset_name>/nnsslPretrain_*__<plans_name>__<configuration>/``. Never falls back to
 training from scratch: no checkpoint, or several, is an error that says what to do. (1) and (2) may name a
-checkpoint made elsewhere in the nnU-Net SSL format (docs/checkpoints.md).
+checkpoint made elsewhere in the nnU-Net SSL format (docs/checkpoints.md), or a Hugging Face model repository
+(``https://huggingface.co/<org>/<repo>``, ``hf://<org>/<repo>[@<revision>]``, fetched by ``nnssl.checkpoints.hub``).
+``resolve_pretrained`` is the one place a named checkpoint becomes a file.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import logging
 import os
 from typing import NamedTuple
 
-from nnssl.checkpoints.files import resolve_checkpoint_path
-from nnssl.checkpoints.layout import FINAL_CHECKPOINT, flow1_run_pattern, results_root
+from nnssl.checkpoints.hub import fetch_repository, parse_repository_reference
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, flow1_run_pattern, resolve_checkpoint_path, results_root
 from nnssl.errors import NnsslError
 
 logger = logging.getLogger(__name__)
@@ -25,10 +27,26 @@ PLANS_KEY = "nnssl_pretrained_checkpoint"
 
 
 class PretrainedCheckpoint(NamedTuple):
-    """A checkpoint file and a human-readable note on where it was found."""
+    """A checkpoint file, a human-readable note on where it was found and, for a model repository, the
+    reference pinned to the commit it resolved to (``hf://<org>/<repo>@<commit>``; None for a file)."""
 
     path: str
     source: str
+    repository: str | None = None
+
+
+def resolve_pretrained(value: str, named_by: str) -> PretrainedCheckpoint:
+    """The checkpoint that ``value`` (named by ``named_by``, e.g. ``--pretrained``) names: a checkpoint file, an
+    nnssl_pretrain output folder, or a model repository (downloaded into ``$nnssl_pretrained_models`` when needed).
+
+    Raises:
+        NnsslError: one line naming ``value`` and the fix.
+    """
+    reference = parse_repository_reference(value)
+    if reference is None:
+        return PretrainedCheckpoint(os.path.abspath(resolve_checkpoint_path(value)), named_by)
+    fetched = fetch_repository(reference)
+    return PretrainedCheckpoint(fetched.checkpoint, f"{fetched.describe()}, named by {named_by}", fetched.pinned)
 
 
 def _results_root() -> str:
@@ -40,24 +58,23 @@ def _from_env() -> PretrainedCheckpoint | None:
     if not value:
         return None
     try:
-        path = resolve_checkpoint_path(value)
+        return resolve_pretrained(value, f"environment variable {ENV_VAR}")
     except NnsslError as e:
         raise NnsslError(f"{e} (set by the environment variable {ENV_VAR})") from e
-    return PretrainedCheckpoint(os.path.abspath(path), f"environment variable {ENV_VAR}")
 
 
 def _from_plans(plans: dict) -> PretrainedCheckpoint | None:
     value = plans.get(PLANS_KEY)
     if not value:
         return None
-    path = value if os.path.isabs(value) else os.path.join(_results_root(), value)
+    if parse_repository_reference(value) is None and not os.path.isabs(value):
+        value = os.path.join(_results_root(), value)
     try:
-        resolved = resolve_checkpoint_path(path)
+        return resolve_pretrained(value, f"plans key {PLANS_KEY}")
     except NnsslError as e:
         raise NnsslError(
             f"{e} (named by the plans key {PLANS_KEY}); re-run nnssl_plan_like_pretrained or set {ENV_VAR}"
         ) from e
-    return PretrainedCheckpoint(os.path.abspath(resolved), f"plans key {PLANS_KEY}")
 
 
 def _from_convention(dataset_name: str, plans_name: str, configuration: str) -> PretrainedCheckpoint:

@@ -30,8 +30,8 @@ from nnssl.checkpoints.adaptation_plan import (
     read_adaptation_plan,
     rename_key,
 )
-from nnssl.checkpoints.files import load_checkpoint, resolve_checkpoint_path
-from nnssl.checkpoints.lookup import PLANS_KEY
+from nnssl.checkpoints.files import load_checkpoint
+from nnssl.checkpoints.lookup import PLANS_KEY, PretrainedCheckpoint, resolve_pretrained
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plans_and_networks import (
     build_network,
@@ -352,11 +352,9 @@ def validate_plans(plans: dict, dataset_json: dict, checkpoint: dict, checkpoint
                        len(mismatched), checkpoint_file, mismatched[0])
 
 
-
-
 def plan_like_pretrained(
     dataset: str,
-    pretrained: str,
+    pretrained: str | PretrainedCheckpoint,
     name: str | None = None,
     keep_dataset_spacing: bool = False,
     patch_size: list[int] | None = None,
@@ -364,13 +362,15 @@ def plan_like_pretrained(
 ) -> PlanLikeResult:
     """Writes ``$nnUNet_preprocessed/<dataset>/<plans_name>.json`` for fine-tuning ``pretrained``.
 
-    ``dataset``: id or name; ``pretrained``: nnssl_pretrain output folder or checkpoint file;
-    ``name``: plans name suffix; ``patch_size`` (pretraining axis order) and ``batch_size`` override
-    nnU-Net's choice. Raises ``NnsslError`` for every conflict the user can fix.
+    ``dataset``: id or name; ``pretrained``: nnssl_pretrain output folder, checkpoint file or model repository
+    (or what ``resolve_pretrained`` made of it); ``name``: plans name suffix; ``patch_size`` (pretraining axis
+    order) and ``batch_size`` override nnU-Net's choice. Raises ``NnsslError`` for every conflict the user can fix.
     """
     plans_name = plans_name_for(name)
     dataset_name, dataset_json, fingerprint, folder = _dataset_files(dataset)
-    checkpoint_file = os.path.abspath(resolve_checkpoint_path(pretrained))
+    if not isinstance(pretrained, PretrainedCheckpoint):
+        pretrained = resolve_pretrained(pretrained, "--pretrained")
+    checkpoint_file = pretrained.path
     checkpoint = load_checkpoint(checkpoint_file)
     facts = read_pretraining_facts(checkpoint, checkpoint_file)
     _check_compatible(dataset, dataset_json, fingerprint, facts, checkpoint_file)
@@ -393,7 +393,8 @@ def plan_like_pretrained(
                                           facts.transpose_forward)
         patch_size = round_patch_size(auto_patch, stride)
         logger.info("nnU-Net's patch size %s -> %s (divisible by stride %s)", auto_patch, patch_size, stride)
-    reference = checkpoint_reference(checkpoint_file)
+    # a repository is recorded pinned to the commit it resolved to: every fine-tuning run gets the same weights
+    reference = pretrained.repository or checkpoint_reference(checkpoint_file)
     plans = compose_plans(planner_plans, facts, plans_name, patch_size,
                           batch_size if batch_size is not None else auto["batch_size"], reference)
     validate_plans(plans, dataset_json, checkpoint, checkpoint_file)

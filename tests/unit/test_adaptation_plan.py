@@ -148,7 +148,7 @@ def _broken(tmp_path, change) -> tuple[dict, str]:
     (lambda c: c.pop("nnssl_adaptation_plan"), "has neither 'nnssl_metadata' nor 'nnssl_adaptation_plan'"),
     (lambda c: c["nnssl_adaptation_plan"].pop("key_to_encoder"), "lacks key_to_encoder"),
     (lambda c: c["nnssl_adaptation_plan"]["architecture_plans"].update(arch_class_name="PrimusM", arch_kwargs=None),
-     "'PrimusM' comes without arch_kwargs"),
+     "'PrimusM' is a Primus (transformer) network, which nnssl does not build; fine-tune it with nnU-Net master's"),
     (lambda c: c["nnssl_adaptation_plan"]["architecture_plans"].update(arch_class_name="SwinUNETR"),
      "'SwinUNETR' is unknown"),
     (lambda c: c["nnssl_adaptation_plan"]["pretrain_plan"].update(configurations={}), "has no configurations"),

@@ -58,6 +58,8 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
         (lambda m: within(m, "nnssl.checkpoints"), "nnssl.nnunet_adapter", "nnssl.checkpoints is the bottom layer"),
         (lambda m: within(m, "nnssl.trainers"), "nnssl.pretraining.methods", "trainers never import SSL methods"),
         (lambda m: not within(m, "nnssl.cli"), "nnssl.cli", "nothing imports the command-line tools"),
+        (lambda m: m != "nnssl.checkpoints.hub", "huggingface_hub",
+         "only nnssl.checkpoints.hub imports huggingface_hub"),
     ]
     # the layers of the "Where things live" table: nothing imports a layer above its own
     layers = {
@@ -131,9 +133,12 @@ def test_the_checks_catch_what_they_forbid():
         "nnssl.nnunet_adapter.standalone_planning": {"nnssl.volumes.tissue_sampling",
                                                      "nnssl.pretraining.data.blockwise_tiles"},
         "nnssl.volumes.reading": {"nnssl.errors", "nnssl.nnunet_adapter.readers", "numpy"},
+        "nnssl.checkpoints.lookup": {"nnssl.checkpoints.hub", "huggingface_hub.constants"},
     }
     assert violations(graph) == [
         "nnssl.checkpoints.files imports nnssl.pretraining.engine.loop (nnssl.checkpoints is the bottom layer)",
+        "nnssl.checkpoints.lookup imports huggingface_hub.constants (only nnssl.checkpoints.hub imports "
+        "huggingface_hub)",
         "nnssl.demo.run_demo imports nnssl.cli.pretrain (nothing imports the command-line tools)",
         "nnssl.evaluation.files imports nnssl.pretraining.data.blockwise_tiles (nnssl.evaluation is below "
         "nnssl.pretraining)",

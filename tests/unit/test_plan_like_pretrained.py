@@ -270,5 +270,6 @@ def test_cli_bad_arguments_fail_fast_without_torch(roots, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing")], capture_output=True,
                           text=True, timeout=60, env=os.environ.copy())
     assert proc.returncode == 2
-    assert proc.stderr.splitlines()[0].startswith("nnssl_plan_like_pretrained: error: --pretrained")
+    assert proc.stderr.splitlines()[0].startswith(
+        f"nnssl_plan_like_pretrained: error: {tmp_path / 'missing'}: no such checkpoint file or folder")
     assert proc.stderr.splitlines()[-1] == "False"
