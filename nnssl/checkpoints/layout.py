@@ -11,6 +11,10 @@ from nnssl.nnunet_folders import RESULTS_ENV, nnunet_folder
 # the names nnU-Net gives its own training checkpoints too (in ``fold_X/``)
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
+# what else a pretraining run folder holds (docs/contracts.md, "Folders")
+RUN_FILE = "nnssl_run.json"
+PROGRESS_FIGURE = "progress.png"
+PREVIEWS_FOLDER = "previews"
 PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
 
 
@@ -27,6 +31,11 @@ def flow1_run_folder(results: str, dataset_name: str, method: str, plans_name: s
 def flow1_run_pattern(results: str, dataset_name: str, plans_name: str, configuration: str) -> str:
     """The glob pattern of every method's flow-1 run folder of a dataset, plans and configuration."""
     return flow1_run_folder(results, dataset_name, "*", plans_name, configuration)
+
+
+def preview_name(epoch: int) -> str:
+    """The reconstruction preview after ``epoch`` epochs, inside ``PREVIEWS_FOLDER``: ``epoch_0010.png``."""
+    return f"epoch_{epoch:04d}.png"
 
 
 def resolve_checkpoint_path(path_or_folder: str) -> str:

@@ -72,6 +72,17 @@ def check_case_header(case: UnlabeledCase) -> None:
             )
 
 
+def case_shape(case: UnlabeledCase) -> tuple[int, int, int, int]:
+    """(channels, z, y, x) of a case that passed ``check_case_header``, from headers only."""
+    if case.file_ending in (*ZARR_ENDINGS, PLANES):
+        from nnssl.volumes.lazy import open_case_volumes
+
+        volumes = open_case_volumes(case)
+        return (len(volumes), *(int(s) for s in volumes[0].shape))
+    z, y, x = _header_shape(case.image_files[0], case.file_ending)
+    return len(case.image_files), int(z), int(y), int(x)
+
+
 def read_case(case: UnlabeledCase, reader_choice: ReaderChoice) -> tuple[np.ndarray, dict]:
     """Returns (data (C, Z, Y, X) float32, nnU-Net properties with 'spacing') of a valid case;
     ``reader_choice(tiff)`` gives the reader of the formats nnU-Net reads."""

@@ -15,7 +15,7 @@ from nnssl.pretraining.engine import run_folder
 from nnssl.pretraining.engine.settings import PretrainRequest
 from nnssl.volumes.discovery import UnlabeledCase, discover_cases
 from nnssl.volumes.lazy import DEFAULT_BLOCKWISE_MIN_VOXELS, is_large_case
-from nnssl.volumes.reading import CaseLoader, ConstantImageError, check_case_header, check_case_sample
+from nnssl.volumes.reading import CaseLoader, ConstantImageError, case_shape, check_case_header, check_case_sample
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,17 @@ def check_cases(cases: list[UnlabeledCase],
     if not usable:
         raise NnsslError(f"{cases[0].image_files[0]}: every image is constant; nothing to pretrain on")
     return usable
+
+
+def describe_cases(cases: list[UnlabeledCase]) -> dict:
+    """What the run file records of the images a run pretrains on (``"data"``): per case its name, format
+    (file ending; "" for a folder of 2D TIFF planes), channels and (z, y, x) shape, from headers only."""
+    described = []
+    for case in cases:
+        channels, *shape = case_shape(case)
+        described.append({"identifier": case.identifier, "format": case.file_ending, "channels": channels,
+                          "shape": shape})
+    return {"cases": described}
 
 
 def _flow1_locations(request: PretrainRequest) -> tuple[str, str]:

@@ -34,7 +34,13 @@ import nnssl
 from nnssl import distributed
 from nnssl.checkpoints import files as ckpt
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, adaptation_plan_from_metadata
-from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from nnssl.checkpoints.layout import (
+    FINAL_CHECKPOINT,
+    LATEST_CHECKPOINT,
+    PREVIEWS_FOLDER,
+    PROGRESS_FIGURE,
+    preview_name,
+)
 from nnssl.nnunet_adapter import dataloading
 from nnssl.nnunet_adapter.network_parts import decoder_parameters
 from nnssl.nnunet_adapter.plans_and_networks import (
@@ -319,10 +325,10 @@ class PretrainingLoop:
 
     def _write_figures(self, preview: dict) -> None:
         s = self.settings
-        plot_progress(self.history, os.path.join(self.output_folder, "progress.png"))
+        plot_progress(self.history, os.path.join(self.output_folder, PROGRESS_FIGURE))
         if preview and (self.epoch % s.preview_every == 0 or self.epoch == s.epochs):
-            os.makedirs(os.path.join(self.output_folder, "previews"), exist_ok=True)
-            save_preview(preview, os.path.join(self.output_folder, "previews", f"epoch_{self.epoch:04d}.png"),
+            os.makedirs(os.path.join(self.output_folder, PREVIEWS_FOLDER), exist_ok=True)
+            save_preview(preview, os.path.join(self.output_folder, PREVIEWS_FOLDER, preview_name(self.epoch)),
                          f"{s.method}, epoch {self.epoch}, validation")
 
     def run(self, resume_from: str | None = None) -> str:

@@ -3,9 +3,12 @@ figures that show whether it learns (``val / trivial``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import platform
+from datetime import datetime, timezone
 
 import matplotlib
 
@@ -122,3 +125,27 @@ def progress_summary(history: dict, epochs_done: int) -> dict:
         summary["val_over_trivial"] = history["val_over_trivial"][-1]
         summary["val_over_trivial_per_epoch"] = history["val_over_trivial"]
     return summary
+
+
+CPU_INFO = "/proc/cpuinfo"
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows of it."""
+    with contextlib.suppress(OSError), open(CPU_INFO) as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def session_record(device: torch.device, processes: int) -> dict:
+    """What the run file records of each start of a run (``"sessions"``): when, on which device (and how
+    many processes, one per GPU under torchrun), with which processor and torch; the model card reads it."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = "Apple GPU (MPS)" if device.type == "mps" else cpu_name()
+    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device.type,
+            "device_name": name, "processes": processes, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__}

@@ -19,7 +19,7 @@ from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.output_folder import OutputLock
 from nnssl.pretraining.engine import run_folder
-from nnssl.pretraining.engine.inputs import check_cases, prepare
+from nnssl.pretraining.engine.inputs import check_cases, describe_cases, prepare
 from nnssl.pretraining.engine.schedule import check_batch_size
 from nnssl.pretraining.engine.settings import PretrainData, PretrainRequest, saved_settings
 from nnssl.volumes.discovery import UnlabeledCase
@@ -45,7 +45,7 @@ def _plan(request: PretrainRequest, cases: list[UnlabeledCase], out: str, datase
         if created and not request.continue_run:
             shutil.rmtree(out, ignore_errors=True)  # nothing half-written
         raise
-    run_folder.write_run_file(out, request.run_file())
+    run_folder.write_run_file(out, {**request.run_file(), "data": describe_cases(cases)})
     return data
 
 
@@ -109,7 +109,7 @@ def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
 
     from nnssl.nnunet_adapter import dataloading
     from nnssl.pretraining.engine.loop import PretrainingLoop
-    from nnssl.pretraining.engine.reporting import add_file_log
+    from nnssl.pretraining.engine.reporting import add_file_log, session_record
 
     main = distributed.is_main()
     handler = None
@@ -121,6 +121,8 @@ def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
             write_json_atomic(os.path.join(out, "plans.json"), data.plans, indent=4)
             write_json_atomic(os.path.join(out, "dataset.json"), data.dataset_json, indent=4)
         device = _device(request.device)
+        if main:
+            run_folder.record_session(out, session_record(device, distributed.world_size()))
         workers = dataloading.default_num_workers() if request.num_workers is None else request.num_workers
         latest = os.path.join(out, LATEST_CHECKPOINT)
         resume = latest if request.continue_run and os.path.isfile(latest) else None

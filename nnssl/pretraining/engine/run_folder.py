@@ -7,11 +7,9 @@ import json
 import os
 
 from nnssl.atomic_files import write_json_atomic
-from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT, RUN_FILE
 from nnssl.errors import NnsslError
 from nnssl.output_folder import check_creatable
-
-RUN_FILE = "nnssl_run.json"
 
 
 def find_dataset_folder(root: str, dataset: str) -> str | None:
@@ -46,7 +44,9 @@ def read_run_file(folder: str) -> dict:
 
 
 def write_run_file(folder: str, run: dict) -> None:
-    write_json_atomic(os.path.join(folder, RUN_FILE), run)
+    """Writes the keys of ``run`` into the run file, keeping those it does not set (a resumed run keeps the
+    progress and the sessions recorded before)."""
+    write_json_atomic(os.path.join(folder, RUN_FILE), {**_stored_run(folder), **run})
 
 
 def _stored_run(folder: str) -> dict:
@@ -66,4 +66,10 @@ def recorded_progress(folder: str) -> dict:
 def record_progress(folder: str, progress: dict) -> None:
     """Stores ``progress`` (the losses and learning figures of the last epoch) under ``"progress"`` in the
     run file, keeping what it holds (the request and settings)."""
-    write_run_file(folder, {**_stored_run(folder), "progress": progress})
+    write_run_file(folder, {"progress": progress})
+
+
+def record_session(folder: str, session: dict) -> None:
+    """Appends ``session`` (when it started, on what hardware: ``reporting.session_record``) to the run file's
+    ``"sessions"``: one entry per start, the first and every ``--continue``."""
+    write_run_file(folder, {"sessions": [*_stored_run(folder).get("sessions", []), session]})
