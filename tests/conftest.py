@@ -37,7 +37,7 @@ class NnunetEnv:
         env = {k: v for k, v in os.environ.items() if not k.startswith("nnssl_")}
         env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
                    nnUNet_results=str(self.results), nnUNet_compile="false", nnUNet_def_n_proc="1",
-                   PYTHONWARNINGS="ignore")
+                   PYTHONWARNINGS="ignore", HF_HOME=str(self.root / "huggingface"), HF_HUB_DISABLE_TELEMETRY="1")
         if training:
             env["nnUNet_n_proc_DA"] = "0"  # planning crashes with 0 workers: only for training/prediction
         else:

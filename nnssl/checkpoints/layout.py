@@ -4,6 +4,7 @@ path names (docs/contracts.md). Needs no torch: command lines check paths before
 from __future__ import annotations
 
 import os
+import re
 
 from nnssl.errors import NnsslError
 from nnssl.nnunet_folders import RESULTS_ENV, nnunet_folder
@@ -15,6 +16,7 @@ LATEST_CHECKPOINT = "checkpoint_latest.pth"
 RUN_FILE = "nnssl_run.json"
 PROGRESS_FIGURE = "progress.png"
 PREVIEWS_FOLDER = "previews"
+_PREVIEW = re.compile(r"epoch_(\d{4,})\.png")
 PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
 
 
@@ -36,6 +38,12 @@ def flow1_run_pattern(results: str, dataset_name: str, plans_name: str, configur
 def preview_name(epoch: int) -> str:
     """The reconstruction preview after ``epoch`` epochs, inside ``PREVIEWS_FOLDER``: ``epoch_0010.png``."""
     return f"epoch_{epoch:04d}.png"
+
+
+def preview_epoch(name: str) -> int | None:
+    """The epoch of a preview file name written by ``preview_name``, else None."""
+    match = _PREVIEW.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 def resolve_checkpoint_path(path_or_folder: str) -> str:

@@ -1,5 +1,5 @@
-"""Every bad input of nnssl_pretrain, nnssl_predict and nnSSLTrainer: one clear line, exit code != 0, no
-traceback, nothing written."""
+"""Every bad input of nnssl_pretrain, nnssl_predict, nnSSLTrainer, model repositories and nnssl_export: one
+clear line, exit code != 0, no traceback, nothing written."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import tifffile
+import torch
 
-from tests.conftest import DATASET_ID, PREDICT_ARGS, SHORT_SSL_TRAINER
+from tests.conftest import DATASET_ID, PREDICT_ARGS, SHORT_SSL_TRAINER, NnunetEnv
+from tests.ecosystem_checkpoints import ecosystem_checkpoint
+from tests.fake_hub import FakeHub
 
 pytestmark = pytest.mark.cli
 
@@ -217,3 +220,85 @@ def test_predict_unknown_dataset_is_reported_before_the_images_are_read(nnunet, 
     assert_one_line_error(result, "-d 998:", tool="nnssl_predict")
     assert [line for line in result.stderr.splitlines() if line.strip()] == [result.stderr.strip()]
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- model repositories and nnssl_export
+REPO = "nnssl-tests/bad"
+
+
+@pytest.fixture
+def bare(tmp_path):
+    """nnU-Net folders without a dataset: the checks below fail before any dataset is read."""
+    return NnunetEnv(tmp_path / "nnunet")
+
+
+def plan_from(env, pretrained, **extra_env):
+    result = env.run("nnssl_plan_like_pretrained", "-d", str(DATASET_ID), "--pretrained", pretrained, "-n", "bad",
+                     check=False, training=False, timeout=120, **extra_env)
+    assert not list(env.preprocessed.rglob("nnsslPlans_bad.json")), "a failed run must not write plans"
+    return result
+
+
+def test_repository_that_is_not_an_nnssl_checkpoint(bare, tmp_path):
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    (repository / "config.json").write_text("{}")
+    (repository / "checkpoint_final.pth").write_bytes(b"weights nobody downloads")
+    hub = FakeHub()
+    hub.publish(REPO, str(repository))
+    try:
+        result = plan_from(bare, f"https://huggingface.co/{REPO}", HF_ENDPOINT=hub.url,
+                           nnssl_pretrained_models=str(tmp_path / "models"))
+    finally:
+        hub.close()
+    assert_one_line_error(result, f"https://huggingface.co/{REPO}: no adaptation_plan.json: not an nnssl checkpoint "
+                          "repository", tool="nnssl_plan_like_pretrained")
+    assert hub.downloads("checkpoint_final.pth") == 0  # refused on the adaptation plan, before the weights
+    assert not (tmp_path / "models" / "nnssl-tests_bad").exists()
+
+
+def test_repository_offline_with_nothing_downloaded(bare, tmp_path):
+    result = plan_from(bare, f"hf://{REPO}", HF_HUB_OFFLINE="1", nnssl_pretrained_models=str(tmp_path / "models"))
+    assert_one_line_error(result, "HF_HUB_OFFLINE is set and ", tool="nnssl_plan_like_pretrained")
+    assert "nnssl-tests_bad holds no adaptation_plan.json" in result.stderr
+    assert not (tmp_path / "models" / "nnssl-tests_bad").exists()
+
+
+def test_repository_without_a_download_folder(bare):
+    result = plan_from(bare, f"https://huggingface.co/{REPO}")
+    assert_one_line_error(result, "nnssl_pretrained_models is not set", tool="nnssl_plan_like_pretrained")
+
+
+def export(env, run_folder, out, *options):
+    result = env.run("nnssl_export", "-i", str(run_folder), "-o", str(out), *(options or ("--license", "mit")),
+                     check=False, training=False, timeout=120)
+    return result
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ({"checkpoint_latest.pth": b"x", "nnssl_run.json": b"{}"}, "the run is not finished"),
+    ({}, "no checkpoint_final.pth; pass the output folder of a finished nnssl_pretrain run"),
+    ({"checkpoint_final.pth": None, "nnssl_run.json": b"{}"}, "was not written by nnssl_pretrain"),
+])
+def test_export_of_something_else_than_a_finished_run(bare, tmp_path, layout, expected):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, content in layout.items():
+        if content is None:
+            torch.save(ecosystem_checkpoint("PlainConvUNet"), run / name)
+        else:
+            (run / name).write_bytes(content)
+    out = tmp_path / "exported"
+    assert_one_line_error(export(bare, run, out), expected, tool="nnssl_export")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_export_refuses_a_bad_licence_and_a_used_output_folder(bare, flow2_run, tmp_path):
+    out = tmp_path / "exported"
+    assert_one_line_error(export(bare, flow2_run, out, "--license", "Apache 2"), "not a licence identifier",
+                          tool="nnssl_export")
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert_one_line_error(export(bare, flow2_run, out), "exists and is not empty", tool="nnssl_export")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
