@@ -3,7 +3,8 @@
 Layout as MIC-DKFZ/nnssl's ``AdaptationPlan.serialize()`` writes it (``src/nnssl/adaptation_planning/
 adaptation_plan.py``) with a ``pretrain_plan`` shaped like nnssl's ``Plan`` / ``ConfigurationPlan``
 (``src/nnssl/experiment_planning/experiment_planners/plan.py``); tiny 3-stage networks (8/16/32 features)
-built directly from dynamic_network_architectures.
+built directly from dynamic_network_architectures. ``openmind_resenc_checkpoint``: the OpenMind ResEnc-L
+checkpoints' layout with fewer features per stage.
 """
 
 from __future__ import annotations
@@ -112,3 +113,70 @@ def save_ecosystem_checkpoint(path: str, arch_class_name: str, **kwargs) -> dict
     checkpoint = ecosystem_checkpoint(arch_class_name, **kwargs)
     torch.save(checkpoint, path)
     return checkpoint
+
+
+# OpenMind's ResEnc-L (MIC-DKFZ/nnssl src/nnssl/architectures/architecture_registry.py, get_res_enc_l): 6 stages
+# of 1, 3, 4, 6, 6, 6 residual blocks, 3x3x3 kernels, strides 1-2-2-2-2-2, 32-64-128-256-320-320 features
+OPENMIND_BLOCKS = [1, 3, 4, 6, 6, 6]
+OPENMIND_FEATURES = (32, 64, 128, 256, 320, 320)
+# its adaptation plan (BaseMAETrainer.build_architecture_and_adaptation_plan): prefixes and in-projection
+OPENMIND_KEYS = ("encoder.stages", "encoder.stem", ("encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"))
+
+
+def serialized(value):
+    """A value as nnssl's ``serialize_kwargs`` leaves it: whole floats become ints (in lists and dicts too)."""
+    if isinstance(value, dict):
+        return {key: serialized(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [serialized(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def openmind_resenc_kwargs(features_per_stage) -> dict:
+    """``DynamicArchitecturePlans(...).serialize()`` of ResEnc-L with other feature counts (kernel sizes stay
+    tuples: ``asdict`` keeps them)."""
+    return {
+        "n_stages": 6, "features_per_stage": list(features_per_stage), "conv_op": "torch.nn.modules.conv.Conv3d",
+        "kernel_sizes": [(3, 3, 3)] * 6, "strides": [[1, 1, 1]] + [[2, 2, 2]] * 5,
+        "n_blocks_per_stage": list(OPENMIND_BLOCKS), "n_conv_per_stage_decoder": [1] * 5, "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    }
+
+
+def openmind_resenc_network(features_per_stage, seed: int = 0) -> torch.nn.Module:
+    """The real ResidualEncoderUNet of dynamic_network_architectures with these kwargs, seeded."""
+    kwargs = openmind_resenc_kwargs(features_per_stage)
+    for key in REQUIRING_IMPORT:
+        kwargs[key] = pydoc.locate(kwargs[key])
+    torch.manual_seed(seed)
+    network = pydoc.locate("dynamic_network_architectures.architectures.unet.ResidualEncoderUNet")(
+        input_channels=1, num_classes=1, deep_supervision=False, **kwargs)
+    with torch.no_grad():  # norm weights start at 1 and 0 everywhere: random values make "copied" visible
+        for parameter in network.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    return network
+
+
+def openmind_resenc_checkpoint(features_per_stage=(4, 8, 8, 16, 16, 16), spacing=(1.0, 1.0, 1.0),
+                               patch_size=(160, 160, 160), recommended=(160, 160, 160), seed: int = 0) -> dict:
+    """A checkpoint laid out like the OpenMind ResEnc-L ones: the plain network's state dict (no wrapper prefix;
+    ``decoder.encoder.*`` repeats the encoder) and ``AdaptationPlan.serialize()`` with class name
+    ``ResidualEncoderUNet`` and its kwargs (the published ``ResEncL`` preset has none: it is this network with
+    ``OPENMIND_FEATURES``), the tuples it keeps and the whole floats it turns into ints."""
+    encoder, stem, in_proj = OPENMIND_KEYS
+    plan = {
+        "architecture_plans": {"arch_class_name": "ResidualEncoderUNet",
+                               "arch_kwargs": openmind_resenc_kwargs(features_per_stage),
+                               "arch_kwargs_requiring_import": list(REQUIRING_IMPORT)},
+        "pretrain_plan": pretrain_plan(list(spacing), list(patch_size)),
+        "pretrain_num_input_channels": 1,
+        "recommended_downstream_patchsize": tuple(recommended),
+        "key_to_encoder": encoder,
+        "key_to_stem": stem,
+        "keys_to_in_proj": tuple(in_proj),
+        "key_to_lpe": None,
+    }
+    network = openmind_resenc_network(features_per_stage, seed)
+    return {"network_weights": network.state_dict(), "nnssl_adaptation_plan": serialized(plan), "citations": []}

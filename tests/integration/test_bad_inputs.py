@@ -3,6 +3,8 @@ clear line, exit code != 0, no traceback, nothing written."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -239,11 +241,21 @@ def plan_from(env, pretrained, **extra_env):
     return result
 
 
-def test_repository_that_is_not_an_nnssl_checkpoint(bare, tmp_path):
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("no_plan", f"https://huggingface.co/{REPO}: no adaptation_plan.json: not an nnssl checkpoint repository"),
+    ("primus", "'PrimusM' is a Primus (transformer) network, which nnssl does not build; fine-tune it with "
+               "nnU-Net master's nnUNetv2_preprocess_like_nnssl and nnUNetv2_train_pretrained"),
+])
+def test_repository_that_nnssl_cannot_use(bare, tmp_path, kind, expected):
     repository = tmp_path / "repository"
     repository.mkdir()
     (repository / "config.json").write_text("{}")
     (repository / "checkpoint_final.pth").write_bytes(b"weights nobody downloads")
+    if kind == "primus":
+        plan = ecosystem_checkpoint("PlainConvUNet")["nnssl_adaptation_plan"]
+        plan["architecture_plans"] = {"arch_class_name": "PrimusM", "arch_kwargs": None,
+                                      "arch_kwargs_requiring_import": None}
+        (repository / "adaptation_plan.json").write_text(json.dumps(plan))
     hub = FakeHub()
     hub.publish(REPO, str(repository))
     try:
@@ -251,8 +263,7 @@ def test_repository_that_is_not_an_nnssl_checkpoint(bare, tmp_path):
                            nnssl_pretrained_models=str(tmp_path / "models"))
     finally:
         hub.close()
-    assert_one_line_error(result, f"https://huggingface.co/{REPO}: no adaptation_plan.json: not an nnssl checkpoint "
-                          "repository", tool="nnssl_plan_like_pretrained")
+    assert_one_line_error(result, expected, tool="nnssl_plan_like_pretrained")
     assert hub.downloads("checkpoint_final.pth") == 0  # refused on the adaptation plan, before the weights
     assert not (tmp_path / "models" / "nnssl-tests_bad").exists()
 
@@ -267,6 +278,15 @@ def test_repository_offline_with_nothing_downloaded(bare, tmp_path):
 def test_repository_without_a_download_folder(bare):
     result = plan_from(bare, f"https://huggingface.co/{REPO}")
     assert_one_line_error(result, "nnssl_pretrained_models is not set", tool="nnssl_plan_like_pretrained")
+
+
+def test_primus_checkpoint_file_is_refused_naming_what_to_use(nnunet, tmp_path):
+    checkpoint = ecosystem_checkpoint("PlainConvUNet")
+    checkpoint["nnssl_adaptation_plan"]["architecture_plans"].update(arch_class_name="PrimusM", arch_kwargs=None)
+    torch.save(checkpoint, tmp_path / "primus.pth")
+    result = plan_from(nnunet, str(tmp_path / "primus.pth"))
+    assert_one_line_error(result, "nnUNetv2_train_pretrained -tr PretrainedTrainer_Primusx",
+                          tool="nnssl_plan_like_pretrained")
 
 
 def export(env, run_folder, out, *options):

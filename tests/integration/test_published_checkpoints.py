@@ -1,6 +1,7 @@
 """Pretrained weights in and out, through the real CLIs: ``nnssl_export`` makes a model repository of a run;
 served by a Hub on 127.0.0.1 (tests/fake_hub.py) it is planned from as ``https://huggingface.co/<org>/<repo>``
-and fine-tuned offline (``HF_HUB_OFFLINE=1``) from the downloaded copy."""
+and fine-tuned offline (``HF_HUB_OFFLINE=1``) from the downloaded copy; a checkpoint laid out like the
+OpenMind ResEnc-L ones goes through flow 2 with every stem and encoder tensor transferred."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from nnssl.checkpoints.lookup import PLANS_KEY
 from tests.conftest import DATASET_ID, PRETRAIN_SCHEDULE, SHORT_SSL_TRAINER
+from tests.ecosystem_checkpoints import OPENMIND_KEYS, openmind_resenc_checkpoint
 from tests.fake_hub import FakeHub
 
 pytestmark = pytest.mark.cli
@@ -81,3 +83,43 @@ def test_fine_tune_from_the_repository_offline(nnunet, exported, tmp_path):
     assert (f"pretrained weights from {folder / 'checkpoint_final.pth'} (https://huggingface.co/{REPO} at revision "
             f"{commit}, named by plans key {PLANS_KEY})") in out, out[-3000:]
     assert "pretrained weights transferred (scope: encoder)" in out and "loaded encoder (encoder.stages)" in out
+
+
+def _unique_tensors(weights: dict, prefix: str) -> int:
+    return len({t.data_ptr() for k, t in weights.items() if k.startswith(prefix + ".")})
+
+
+def test_openmind_resenc_checkpoint_through_flow2(nnunet, monkeypatch):
+    spacing = json.loads((nnunet.dataset_dir("preprocessed") / "nnUNetPlans.json").read_text())[
+        "configurations"]["3d_fullres"]["spacing"]  # as the dataset's: no resampling, a fast preprocess
+    saved = openmind_resenc_checkpoint(spacing=spacing, patch_size=[32, 64, 64], recommended=[32, 64, 64])
+    checkpoint = nnunet.root / "openmind" / "checkpoint_final.pth"
+    checkpoint.parent.mkdir()
+    torch.save(saved, checkpoint)
+    nnunet.run("nnssl_plan_like_pretrained", "-d", str(DATASET_ID), "--pretrained", str(checkpoint), "-n",
+               "openmind", training=False)
+    nnunet.run("nnUNetv2_preprocess", "-d", str(DATASET_ID), "-plans_name", "nnsslPlans_openmind", "-c",
+               "3d_fullres", "-np", "1", training=False)
+    out = nnunet.run("nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", SHORT_SSL_TRAINER, "-p",
+                     "nnsslPlans_openmind", "-device", "cpu").stdout
+    encoder, stem, _ = OPENMIND_KEYS
+    weights = saved["network_weights"]
+    assert f"loaded stem ({stem}): {_unique_tensors(weights, stem)} tensors" in out, out[-3000:]
+    assert f"loaded encoder ({encoder}): {_unique_tensors(weights, encoder)} tensors" in out, out[-3000:]
+
+    # the same plans and trainer in this process: after the transfer, every stem and encoder tensor is the checkpoint's
+    from nnssl.trainers import nnSSLTrainer
+
+    for name, value in nnunet.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("nnssl_pretrained_weights", raising=False)
+    plans = json.loads((nnunet.dataset_dir("preprocessed") / "nnsslPlans_openmind.json").read_text())
+    dataset_json = json.loads((nnunet.dataset_dir("preprocessed") / "dataset.json").read_text())
+    trainer = nnSSLTrainer({**plans, "continue_training": False}, "3d_fullres", 4, dataset_json,
+                           device=torch.device("cpu"))
+    trainer.initialize()
+    state = trainer.network.state_dict()
+    transferred = [k for k in weights if k.startswith((stem + ".", encoder + "."))]
+    assert len(transferred) > 100 and all(torch.equal(state[k], weights[k]) for k in transferred)
+    assert not torch.equal(state["decoder.stages.0.convs.0.conv.weight"],
+                           weights["decoder.stages.0.convs.0.conv.weight"])  # the decoder is not transferred

@@ -23,7 +23,14 @@ from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.plan_like_pretrained import read_pretraining_facts
 from nnssl.nnunet_adapter.plans_and_networks import build_network
 from nnssl.trainers.weight_transfer import checkpoint_weights_for, transfer_weights
-from tests.ecosystem_checkpoints import ARCHITECTURES, KEYS, save_ecosystem_checkpoint
+from tests.ecosystem_checkpoints import (
+    ARCHITECTURES,
+    KEYS,
+    OPENMIND_BLOCKS,
+    OPENMIND_KEYS,
+    openmind_resenc_checkpoint,
+    save_ecosystem_checkpoint,
+)
 from tests.ecosystem_checkpoints import build_network as build_dna
 
 UNET = "dynamic_network_architectures.architectures.unet."
@@ -110,6 +117,25 @@ def test_ecosystem_checkpoint_facts_and_transfer(arch, tmp_path):
     state = network.state_dict()
     for key in parts["encoder"]:
         assert torch.equal(state[key], written["network_weights"][key])
+
+
+def test_openmind_resenc_layout_transfers_every_stem_and_encoder_tensor(tmp_path):
+    """Whole-float spacing written as ints, tuples for kernel sizes and keys_to_in_proj, 6 ResEnc-L stages."""
+    path = str(tmp_path / "checkpoint_final.pth")
+    torch.save(openmind_resenc_checkpoint(), path)
+    checkpoint = load_checkpoint(path)
+    facts = read_pretraining_facts(checkpoint, path)
+    assert facts.spacing == [1.0, 1.0, 1.0] and facts.total_stride == [32, 32, 32]
+    assert facts.architecture["arch_kwargs"]["n_blocks_per_stage"] == OPENMIND_BLOCKS
+    plans = {"configurations": {"3d_fullres": {"patch_size": [64, 64, 64], "architecture": facts.architecture}}}
+    network = build_network(plans, "3d_fullres", 1, 2)
+    weights, in_proj = checkpoint_weights_for(network, checkpoint)
+    report = transfer_weights(network, weights, "encoder", in_proj_keys=in_proj)
+    state, saved = network.state_dict(), checkpoint["network_weights"]
+    encoder, stem, _ = OPENMIND_KEYS
+    transferred = [k for k in saved if k.startswith((encoder + ".", stem + "."))]
+    assert all(torch.equal(state[k], saved[k]) for k in transferred) and len(transferred) > 100
+    assert set(report.loaded_by_part()) == {"stem", "encoder"} and not report.adapted
 
 
 def test_other_key_prefixes_are_renamed_to_the_network(tmp_path):
