@@ -22,7 +22,7 @@ import torch
 from nnssl.atomic_files import write_json_atomic
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, WEIGHTS_KEY, adaptation_plan_from_metadata
 from nnssl.checkpoints.files import load_checkpoint, save_atomic
-from nnssl.checkpoints.hub import ADAPTATION_PLAN_FILE, CONFIG_FILE
+from nnssl.checkpoints.hub import ADAPTATION_PLAN_FILE, CONFIG_FILE, is_repo_id
 from nnssl.checkpoints.layout import (
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
@@ -42,7 +42,6 @@ DATASET_FILE = "dataset.json"
 EXPORTED_KEYS = (WEIGHTS_KEY, ADAPTATION_PLAN_KEY)
 # a licence identifier as the Hub's model cards take it (apache-2.0, mit, cc-by-4.0, other, ...)
 _LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def check_options(output: str, options: CardOptions) -> None:
@@ -54,7 +53,7 @@ def check_options(output: str, options: CardOptions) -> None:
     if not _LICENSE.fullmatch(options.license):
         raise NnsslError(f"--license {options.license}: not a licence identifier of the Hub; use e.g. apache-2.0, "
                          f"mit, cc-by-4.0 (https://huggingface.co/docs/hub/repositories-licenses)")
-    if options.repo_id is not None and not _REPO_ID.fullmatch(options.repo_id):
+    if options.repo_id is not None and not is_repo_id(options.repo_id):
         raise NnsslError(f"--repo-id {options.repo_id}: write it as <org>/<repo>, e.g. my-lab/lsm-mae")
 
 

@@ -37,10 +37,9 @@ logger = logging.getLogger(__name__)
 
 HUB_URL = "https://huggingface.co/"
 HUB_URI = "hf://"
+# with FINAL_CHECKPOINT, the files nnU-Net master fetches too (it refuses a repository without the plan)
 ADAPTATION_PLAN_FILE = "adaptation_plan.json"
 CONFIG_FILE = "config.json"
-# nnU-Net master fetches the same three files (and refuses a repository without adaptation_plan.json)
-REPOSITORY_FILES = (ADAPTATION_PLAN_FILE, FINAL_CHECKPOINT, CONFIG_FILE)
 # a repository or organisation name as the Hub allows it (letters, digits, '-', '_', '.')
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -62,6 +61,12 @@ class RepositoryReference:
         return HUB_URL + self.repo_id
 
 
+def is_repo_id(value: str) -> bool:
+    """Whether ``value`` is a repository id, ``<org>/<repo>``."""
+    parts = value.split("/")
+    return len(parts) == 2 and all(_NAME.fullmatch(p) for p in parts)
+
+
 def is_repository_reference(value: str) -> bool:
     """Whether ``value`` names a model repository (and not a file or folder)."""
     return value.startswith((HUB_URL, HUB_URI))
@@ -81,7 +86,7 @@ def parse_repository_reference(value: str) -> RepositoryReference | None:
     parts = rest.strip("/").split("/")
     if is_url and len(parts) == 4 and parts[2] == "tree" and not revision:
         parts, revision = parts[:2], parts[3]
-    if len(parts) != 2 or not all(_NAME.fullmatch(p) for p in parts) or ("@" in value and not revision):
+    if not is_repo_id("/".join(parts)) or ("@" in value and not revision):
         raise NnsslError(f"{value}: not a model repository reference; {_SYNTAX}")
     return RepositoryReference("/".join(parts), revision or None)
 

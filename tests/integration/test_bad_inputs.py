@@ -313,10 +313,12 @@ def test_export_of_something_else_than_a_finished_run(bare, tmp_path, layout, ex
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_export_refuses_a_bad_licence_and_a_used_output_folder(bare, flow2_run, tmp_path):
+def test_export_refuses_bad_options_and_a_used_output_folder(bare, flow2_run, tmp_path):
     out = tmp_path / "exported"
     assert_one_line_error(export(bare, flow2_run, out, "--license", "Apache 2"), "not a licence identifier",
                           tool="nnssl_export")
+    assert_one_line_error(export(bare, flow2_run, out, "--license", "mit", "--repo-id", "lsm-mae"),
+                          "--repo-id lsm-mae: write it as <org>/<repo>", tool="nnssl_export")
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
