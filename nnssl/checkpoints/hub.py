@@ -206,8 +206,9 @@ def _check_revision(reference: RepositoryReference, commit: str | None, folder: 
     if asked and _COMMIT.fullmatch(asked) and commit is not None and commit != asked:
         raise NnsslError(f"{reference.url}: {folder} holds revision {commit}, not {asked}; download {asked} "
                          f"without HF_HUB_OFFLINE, or name @{commit}")
-    if asked and not _COMMIT.fullmatch(asked):
-        logger.info("%s: offline, revision '%s' is not checked; using the files in %s", reference.url, asked, folder)
+    if asked and (commit is None or not _COMMIT.fullmatch(asked)):
+        logger.warning("%s: offline, revision '%s' cannot be checked against the files in %s (they hold %s); "
+                       "using them", reference.url, asked, folder, commit or "no download record")
 
 
 def _fetch_files(reference: RepositoryReference, folder: str) -> str:

@@ -5,6 +5,7 @@ errors that leave nothing behind."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
@@ -110,13 +111,16 @@ def test_offline_uses_the_folder_and_checks_a_pinned_commit(hub, tmp_path, monke
     assert not (tmp_path / "models" / "other_repo").exists()
 
 
-def test_files_put_there_by_hand_have_no_known_revision(hub, tmp_path, monkeypatch):
+def test_files_put_there_by_hand_have_no_known_revision(hub, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     write_repository(tmp_path / "models" / "org_copied")
     fetched = fetch_repository(RepositoryReference("org/copied"))
     assert fetched.commit is None and fetched.pinned == "hf://org/copied"
     assert "at revision unknown (no download record" in fetched.describe()
     assert recorded_commit(str(tmp_path / "models" / "org_copied"), "checkpoint_final.pth") is None
+    with caplog.at_level(logging.WARNING, logger="nnssl"):
+        assert fetch_repository(RepositoryReference("org/copied", "v1")).pinned == "hf://org/copied@v1"
+    assert "offline, revision 'v1' cannot be checked" in caplog.text and "no download record" in caplog.text
 
 
 @pytest.mark.parametrize(("kind", "needle"), [
