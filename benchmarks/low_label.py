@@ -53,7 +53,7 @@ TRAINER_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train
 PHASES = {"dev": {"seeds": tuple(range(100, 110)), "eval_split": "Dev"},
           "confirm": {"seeds": tuple(range(200, 210)), "eval_split": "Ts"}}
 # The arms of the confirmation, fixed from the development phase before the confirmation ran (docs/results.md).
-CONFIRMED = {"recipe": None, "scratch": None}
+CONFIRMED = {"recipe": "discriminative@sparkmae", "scratch": "scratch_lr3e-2"}  # fixed by the development phase
 CONFIRM_BUDGETS = (1, 4)
 GPU_SEEDS = 5  # the first seeds of the phase: the --gpu preset's 8 minutes
 
