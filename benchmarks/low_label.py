@@ -172,6 +172,8 @@ def make_jobs(settings: Settings, phase: str, arms: list[str], budgets: list[int
 
 def run_jobs(out: str, jobs: list[arms_.Job], workers: int, start: float) -> list[dict]:
     """Runs the jobs that ``out/jobs`` lacks in ``workers`` spawned processes; returns every job's records."""
+    from nnssl.worker_processes import die_with_parent
+
     records, todo = [], []
     for job in jobs:
         path = arms_.job_file(out, job)
@@ -183,7 +185,8 @@ def run_jobs(out: str, jobs: list[arms_.Job], workers: int, start: float) -> lis
     log(f"{len(jobs) - len(todo)} of {len(jobs)} fine-tunes done earlier; running {len(todo)} "
         f"in {workers} processes", start)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    # die_with_parent: a benchmark stopped with kill leaves no fine-tune running on (and writing job records)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         futures = {pool.submit(arms_.run_job, job, out, threads): job for job in todo}
         for done, future in enumerate(futures, 1):
             job, result = futures[future], future.result()
