@@ -39,7 +39,7 @@ def plot_dice_vs_steps(curves: dict[str, list[float]], iterations_per_epoch: int
 
 
 CONFIRMATION_STUDY = ("no recipe beats scratch: the development phase's best (discriminative rates from sparkmae) "
-                      "was significantly worse on thin vessels on the held-out confirmation (docs/results.md)")
+                      "was significantly worse on thin vessels on the held-out confirmation")
 """One line: what the low-label confirmation study found for the default recipe (docs/results.md)."""
 
 
