@@ -211,21 +211,23 @@ def _check_revision(reference: RepositoryReference, commit: str | None, folder: 
                        "using them", reference.url, asked, folder, commit or "no download record")
 
 
-def _fetch_files(reference: RepositoryReference, folder: str) -> str:
-    """The adaptation plan (checked), then the checkpoint and config.json; returns the checkpoint's path."""
+def _fetch_files(reference: RepositoryReference, folder: str) -> tuple[str, str | None]:
+    """The adaptation plan (checked), then the checkpoint and config.json; returns the checkpoint's path and the
+    commit it came from (``recorded_commit``)."""
     offline = _offline()
     fetch = _local_file if offline else _download
     plan_file = fetch(reference, folder, ADAPTATION_PLAN_FILE)
     check_adaptation_plan_file(plan_file, f"{reference.url} ({ADAPTATION_PLAN_FILE})")
     checkpoint = fetch(reference, folder, FINAL_CHECKPOINT)
+    commit = recorded_commit(folder, FINAL_CHECKPOINT)
     if offline:
-        _check_revision(reference, recorded_commit(folder, FINAL_CHECKPOINT), folder)
-        return checkpoint
+        _check_revision(reference, commit, folder)
+        return checkpoint, commit
     try:  # nnssl does not read config.json; nnU-Net master fetches it too (the Hub counts downloads by it)
         fetch(reference, folder, CONFIG_FILE)
     except NnsslError as e:
         logger.warning("%s (nnssl does not need it; nnU-Net master's download does)", e)
-    return checkpoint
+    return checkpoint, commit
 
 
 def fetch_repository(reference: RepositoryReference) -> FetchedRepository:
@@ -239,11 +241,11 @@ def fetch_repository(reference: RepositoryReference) -> FetchedRepository:
     folder = download_folder(reference)
     created = not os.path.exists(folder)
     try:
-        checkpoint = _fetch_files(reference, folder)
+        checkpoint, commit = _fetch_files(reference, folder)
     except BaseException:
         if created:
             shutil.rmtree(folder, ignore_errors=True)  # nothing left of a failed first fetch
         raise
-    fetched = FetchedRepository(reference, folder, checkpoint, recorded_commit(folder, FINAL_CHECKPOINT))
+    fetched = FetchedRepository(reference, folder, checkpoint, commit)
     logger.info("%s: %s", fetched.describe(), checkpoint)
     return fetched
