@@ -43,6 +43,14 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def tensor_identity(tensor: torch.Tensor) -> tuple:
+    """Same value for aliases of one tensor in a state dict (same object or same storage view, e.g.
+    ``decoder.encoder.*`` and ``encoder.*``)."""
+    if tensor.numel() == 0:  # empty tensors may share data_ptr 0 without being aliases
+        return ("id", id(tensor))
+    return ("ptr", tensor.device.type, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+
+
 def save_atomic(checkpoint: Mapping[str, Any], path: str) -> None:
     """Writes ``checkpoint`` to ``path`` via a temporary file in the same folder and ``os.replace``.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, WEIGHTS_KEY
+from nnssl.checkpoints.files import tensor_identity
 from nnssl.checkpoints.hub import ADAPTATION_PLAN_FILE, CONFIG_FILE, HUB_URL
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, PROGRESS_FIGURE
 
@@ -76,8 +77,7 @@ def unique_parameters(weights: Mapping[str, torch.Tensor], prefixes: Sequence[st
     and count once); with ``prefixes``, only tensors one of whose keys lies under one of them."""
     found: dict[tuple, tuple[int, bool]] = {}
     for key, tensor in weights.items():
-        identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        inside = any(key == p or key.startswith(p + ".") for p in prefixes)
+        identity, inside = tensor_identity(tensor), any(key == p or key.startswith(p + ".") for p in prefixes)
         numel, seen_inside = found.get(identity, (tensor.numel(), False))
         found[identity] = (numel, seen_inside or inside)
     return sum(numel for numel, inside in found.values() if inside or not prefixes)

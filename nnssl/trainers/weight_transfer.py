@@ -28,6 +28,7 @@ from torch import nn
 from torch._dynamo.eval_frame import OptimizedModule
 
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, WEIGHTS_KEY, prefix_renames, rename_key
+from nnssl.checkpoints.files import tensor_identity
 from nnssl.errors import NnsslError
 
 logger = logging.getLogger(__name__)
@@ -139,18 +140,11 @@ def _in_scope(key: str, scope: str, encoder_prefixes: tuple[str, ...]) -> bool:
     return scope == "full" or _prefix_match(key, encoder_prefixes)
 
 
-def _identity(tensor: torch.Tensor) -> tuple:
-    """Same value for aliases of one tensor (same object or same storage view)."""
-    if tensor.numel() == 0:  # empty tensors may share data_ptr 0 without being aliases
-        return ("id", id(tensor))
-    return ("ptr", tensor.device.type, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-
-
 def _group_aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     """Keys grouped by the tensor they hold, in state-dict order."""
     groups: dict[tuple, list[str]] = {}
     for key, tensor in state.items():
-        groups.setdefault(_identity(tensor), []).append(key)
+        groups.setdefault(tensor_identity(tensor), []).append(key)
     return list(groups.values())
 
 
