@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from nnssl import distributed
         from nnssl.inference.blocks import PredictOptions
         from nnssl.inference.run import PredictRequest, predict_folder
-        from nnssl.nnunet_adapter.prediction import ModelRequest
+        from nnssl.nnunet_adapter.model_request import ModelRequest
 
         model = ModelRequest(args.d, args.c, args.tr, args.p, tuple(args.f) if args.f else None, args.chk)
         request = PredictRequest(args.i, args.o, model, args.device, args.step_size, not args.disable_tta,

@@ -26,7 +26,8 @@ from nnssl.volumes.lazy import open_case_volumes
 
 if TYPE_CHECKING:  # the model and the block loop import torch: not before the cheap checks
     from nnssl.inference.blocks import PredictOptions
-    from nnssl.nnunet_adapter.prediction import ModelRequest, TrainedModel
+    from nnssl.nnunet_adapter.model_request import ModelRequest
+    from nnssl.nnunet_adapter.prediction import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,9 @@ def predict_folder(request: PredictRequest, options: PredictOptions) -> list[dic
     """Predicts every case. Cheapest checks first: the request, then that the model exists, then (with the
     output folder locked, so that a second run on it is refused: ``nnssl.output_folder``) the images'
     headers; the model is loaded after them."""
-    from nnssl.nnunet_adapter.prediction import model_folder
-
     check_request(request, options)
+    from nnssl.nnunet_adapter.prediction import model_folder  # torch and nnunetv2: after the request's checks
+
     model_folder(request.model)
     with OutputLock(request.output_folder):
         return _predict_locked(request, options)

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,9 +20,9 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-from nnssl.checkpoints.layout import FINAL_CHECKPOINT
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter.case_store import resampled_shape
+from nnssl.nnunet_adapter.model_request import ModelRequest
 from nnssl.nnunet_folders import RESULTS_ENV, nnunet_folder
 
 logger = logging.getLogger(__name__)
@@ -31,18 +30,6 @@ logger = logging.getLogger(__name__)
 # nnU-Net's Gaussian: sigma 1/8 of the patch, peak 10 (its half-precision accumulator needs the scale)
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8
 GAUSSIAN_PEAK = 10
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """Which trained model, as ``nnUNetv2_predict`` names it."""
-
-    dataset: str
-    configuration: str
-    trainer: str = "nnUNetTrainer"
-    plans: str = "nnUNetPlans"
-    folds: tuple[str, ...] | None = None  # None: every fold that has the checkpoint
-    checkpoint: str = FINAL_CHECKPOINT
 
 
 def model_folder(request: ModelRequest) -> str:

@@ -1,5 +1,5 @@
-"""nnssl_pretrain's help shows the SSL methods' defaults as their signatures state them, and a run's parser
-is built without importing the methods (torch)."""
+"""nnssl_pretrain's help shows the SSL methods' defaults as their signatures state them; a run's parser is built,
+and nnssl_predict's request checked, without importing torch."""
 
 from __future__ import annotations
 
@@ -24,3 +24,18 @@ def test_a_runs_parser_imports_no_method():
             "print('torch' in sys.modules, 'nnssl.pretraining.methods.registry' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "False"], result.stdout + result.stderr
+
+
+def test_predict_checks_its_request_before_importing_torch(tmp_path):
+    code = ("import sys\nfrom nnssl.cli.predict import main\n"
+            "try:\n    sys.exit(main(['-i', sys.argv[1], '-o', sys.argv[2], '-d', '1', '-c', '3d_fullres']))\n"
+            "finally:\n    print('torch' in sys.modules, file=sys.stderr)\n")
+    missing = tmp_path / "missing"
+    result = subprocess.run([sys.executable, "-c", code, str(missing), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == (f"nnssl_predict: error: {missing}: no such input folder; "
+                        f"pass the folder of images to predict with -i")
+    assert lines[-1] == "False"
+    assert not (tmp_path / "out").exists()
