@@ -135,8 +135,14 @@ def test_killed_run_continues_to_the_same_result(predict_model: NnunetEnv, large
 def test_two_processes_write_the_same_result(predict_model: NnunetEnv, large_input: Path, large_reference: Path):
     out = predict_model.root / "predict_torchrun"
     predict_model.run("torchrun", "--standalone", "--nproc_per_node", "2", "--no-python", str(BIN / "nnssl_predict"),
-                      "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS, OMP_NUM_THREADS="1")
-    np.testing.assert_array_equal(labels(out / "organ.ome.zarr"), labels(large_reference / "organ.ome.zarr"))
+                      "-i", str(large_input), "-o", str(out), *PREDICT_ARGS, *BLOCKS, "--save_probabilities",
+                      OMP_NUM_THREADS="1")
+    # Each of the two processes runs one CPU thread where the reference ran two, so the convolutions sum in another
+    # order: a voxel whose two classes are tied within rounding may flip. A block lost or cut at a rank's border
+    # would differ in thousands of voxels with a clear margin.
+    differ = labels(out / "organ.ome.zarr") != labels(large_reference / "organ.ome.zarr")
+    probabilities = np.asarray(zarr.open_array(str(out / "organ_probabilities.zarr"), mode="r")[:], np.float32)
+    assert differ.mean() < 1e-4 and np.all(np.abs(probabilities[1] - probabilities[0])[differ] < 2e-3)
 
 
 def test_tiff_planes_and_probabilities(predict_model: NnunetEnv, tiff_inputs: Path):
