@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 from nnssl.checkpoints.adaptation_plan import (
     ADAPTATION_PLAN_KEY,
@@ -40,9 +39,13 @@ HUB_URI = "hf://"
 # with FINAL_CHECKPOINT, the files nnU-Net master fetches too (it refuses a repository without the plan)
 ADAPTATION_PLAN_FILE = "adaptation_plan.json"
 CONFIG_FILE = "config.json"
-# a repository or organisation name as the Hub allows it (letters, digits, '-', '_', '.')
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+# a repository or organisation name as the Hub allows it (huggingface_hub's validate_repo_id): letters, digits,
+# '-', '_', '.', at most 96, starting and ending with a letter, digit or '_'; no '--' or '..', no '.git' ending
+_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?")
+_NAME_FORBIDDEN = ("--", "..")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+# where huggingface_hub keeps its record of each file downloaded into a local folder
+DOWNLOAD_RECORDS = (".cache", "huggingface", "download")
 _SYNTAX = "write https://huggingface.co/<org>/<repo> or hf://<org>/<repo>, optionally followed by @<revision>"
 
 
@@ -64,7 +67,8 @@ class RepositoryReference:
 def is_repo_id(value: str) -> bool:
     """Whether ``value`` is a repository id, ``<org>/<repo>``."""
     parts = value.split("/")
-    return len(parts) == 2 and all(_NAME.fullmatch(p) for p in parts)
+    return len(parts) == 2 and all(_NAME.fullmatch(p) and not any(f in p for f in _NAME_FORBIDDEN) for p in parts) \
+        and not value.endswith(".git")
 
 
 def is_repository_reference(value: str) -> bool:
@@ -120,15 +124,21 @@ def download_folder(reference: RepositoryReference) -> str:
 
 def recorded_commit(folder: str, filename: str) -> str | None:
     """The commit huggingface_hub downloaded ``filename`` from into ``folder`` (None: no record, or the file
-    changed since)."""
+    changed since).
+
+    huggingface_hub's ``hf_hub_download(..., local_dir=folder)`` writes ``.cache/huggingface/download/<file>.metadata``
+    (commit, etag, time of the download, one per line). It is read here directly, not through huggingface_hub's
+    reader, which creates folders and a lock file: a shared download folder may be read-only.
+    """
+    path = os.path.join(folder, filename)
+    record = os.path.join(folder, *DOWNLOAD_RECORDS, filename + ".metadata")
     try:
-        from huggingface_hub._local_folder import read_download_metadata
-    except ImportError:  # a huggingface_hub without local-folder records
+        with open(record) as f:
+            commit, _etag, downloaded = (f.readline().strip() for _ in range(3))
+        changed_since = os.stat(path).st_mtime - 1 > float(downloaded)  # huggingface_hub's own 1 s allowance
+    except (OSError, ValueError):
         return None
-    if not os.path.isfile(os.path.join(folder, filename)):
-        return None
-    metadata = read_download_metadata(Path(folder), filename)
-    return metadata.commit_hash if metadata is not None else None
+    return None if changed_since or not _COMMIT.fullmatch(commit) else commit
 
 
 def _offline() -> bool:
@@ -165,6 +175,8 @@ def _download(reference: RepositoryReference, folder: str, filename: str) -> str
                          f"once, or copy the repository's files into {folder}") from e
     except EntryNotFoundError as e:
         raise _missing_file(where, filename) from e
+    except ValueError as e:  # huggingface_hub's HFValidationError: a name the Hub does not allow
+        raise NnsslError(f"{where}: {str(e).strip().splitlines()[0]}; {_SYNTAX}") from e
     except (HfHubHTTPError, OSError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NnsslError(f"{where}: downloading {filename} failed ({first_line}); try again") from e
@@ -200,13 +212,15 @@ def check_adaptation_plan_file(path: str, label: str) -> None:
     architecture_from_adaptation_plan(read_adaptation_plan({ADAPTATION_PLAN_KEY: plan}, label), label)
 
 
-def _check_revision(reference: RepositoryReference, commit: str | None, folder: str) -> None:
-    """Offline, a commit asked for must be the one the folder holds (huggingface_hub would return any)."""
+def _check_revision(reference: RepositoryReference, commit: str | None, folder: str, offline: bool) -> None:
+    """A commit asked for must be the one the folder holds: offline, and online when the Hub cannot be reached,
+    huggingface_hub returns whatever the folder holds."""
     asked = reference.revision
     if asked and _COMMIT.fullmatch(asked) and commit is not None and commit != asked:
+        fix = "without HF_HUB_OFFLINE" if offline else "with the Hub reachable"
         raise NnsslError(f"{reference.url}: {folder} holds revision {commit}, not {asked}; download {asked} "
-                         f"without HF_HUB_OFFLINE, or name @{commit}")
-    if asked and (commit is None or not _COMMIT.fullmatch(asked)):
+                         f"{fix}, or name @{commit}")
+    if offline and asked and (commit is None or not _COMMIT.fullmatch(asked)):
         logger.warning("%s: offline, revision '%s' cannot be checked against the files in %s (they hold %s); "
                        "using them", reference.url, asked, folder, commit or "no download record")
 
@@ -220,8 +234,8 @@ def _fetch_files(reference: RepositoryReference, folder: str) -> tuple[str, str 
     check_adaptation_plan_file(plan_file, f"{reference.url} ({ADAPTATION_PLAN_FILE})")
     checkpoint = fetch(reference, folder, FINAL_CHECKPOINT)
     commit = recorded_commit(folder, FINAL_CHECKPOINT)
+    _check_revision(reference, commit, folder, offline)
     if offline:
-        _check_revision(reference, commit, folder)
         return checkpoint, commit
     try:  # nnssl does not read config.json; nnU-Net master fetches it too (the Hub counts downloads by it)
         fetch(reference, folder, CONFIG_FILE)

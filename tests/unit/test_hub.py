@@ -69,7 +69,10 @@ def test_references(value, expected):
 
 
 @pytest.mark.parametrize("value", ["https://huggingface.co/org", "hf://org/repo/extra", "hf://org/repo@",
-                                   "https://huggingface.co/org/re po"])
+                                   "https://huggingface.co/org/re po",
+                                   # names the Hub refuses (huggingface_hub's validate_repo_id)
+                                   "hf://my-lab/lsm--mae", "hf://my-lab/lsm..mae", "hf://my-lab/lsm-",
+                                   "hf://my-lab/lsm.git", "hf://-lab/lsm", "hf://my-lab/" + "a" * 97])
 def test_malformed_references_say_how_to_write_one(value):
     with pytest.raises(NnsslError, match="not a model repository reference; write https://huggingface.co/<org>/<repo>"):
         parse_repository_reference(value)
@@ -116,6 +119,7 @@ def test_files_put_there_by_hand_have_no_known_revision(hub, tmp_path, monkeypat
     write_repository(tmp_path / "models" / "org_copied")
     fetched = fetch_repository(RepositoryReference("org/copied"))
     assert fetched.commit is None and fetched.pinned == "hf://org/copied"
+    assert not (tmp_path / "models" / "org_copied" / ".cache").exists()  # reading writes nothing (may be read-only)
     assert "at revision unknown (no download record" in fetched.describe()
     assert recorded_commit(str(tmp_path / "models" / "org_copied"), "checkpoint_final.pth") is None
     with caplog.at_level(logging.WARNING, logger="nnssl"):
@@ -141,6 +145,18 @@ def test_bad_repositories_fail_before_the_checkpoint_is_downloaded(hub, tmp_path
     assert message.startswith(f"https://huggingface.co/{REPO}") and needle in message and "\n" not in message
     assert hub.downloads("checkpoint_final.pth") == 0
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())  # nothing left
+
+
+def test_a_pinned_commit_is_checked_when_the_hub_cannot_be_reached(hub, tmp_path):
+    write_repository(tmp_path / "repo")
+    old = hub.publish(REPO, str(tmp_path / "repo"))
+    write_repository(tmp_path / "repo", seed=1)
+    new = hub.publish(REPO, str(tmp_path / "repo"))
+    assert fetch_repository(RepositoryReference(REPO)).commit == new
+    hub.close()  # no network, HF_HUB_OFFLINE unset: huggingface_hub falls back to the folder's files
+    with pytest.raises(NnsslError, match=f"holds revision {new}, not {old}; download {old} with the Hub reachable"):
+        fetch_repository(RepositoryReference(REPO, old))
+    assert fetch_repository(RepositoryReference(REPO, new)).commit == new
 
 
 def test_unset_download_folder_and_no_network(hub, tmp_path, monkeypatch):
