@@ -44,7 +44,7 @@ def check_creatable(folder: str) -> None:
                          "choose another output folder")
 
 
-def _first_missing(folder: str) -> str | None:
+def first_missing(folder: str) -> str | None:
     """The outermost folder of ``folder``'s path that does not exist yet (``folder`` itself at the most)."""
     missing = None
     path = os.path.abspath(folder)
@@ -74,7 +74,7 @@ class OutputLock:
             return
         check_creatable(self.folder)
         while self._fd is None:
-            top = _first_missing(self.folder)
+            top = first_missing(self.folder)
             os.makedirs(self.folder, exist_ok=True)
             self._created_top = self._created_top or top
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -5,7 +5,8 @@ download (``adaptation_plan.json``, ``checkpoint_final.pth``, ``config.json``) p
 (``README.md``, ``nnssl.checkpoints.model_card``), ``progress.png`` and the last reconstruction preview. The
 checkpoint keeps the weights and the adaptation plan only: no optimizer or training state, no nnssl metadata,
 CPU tensors, loadable with ``torch.load(f, weights_only=True)``. Everything is written into a temporary folder
-next to the output and renamed into place: a failed export leaves nothing.
+next to the output and renamed into place: a failed export leaves nothing. torch is imported only after the
+cheap checks (options, output folder, run folder).
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ import re
 import shutil
 import tempfile
 
-import torch
-
 from nnssl.atomic_files import write_json_atomic
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, WEIGHTS_KEY, adaptation_plan_from_metadata
-from nnssl.checkpoints.files import load_checkpoint, save_atomic
 from nnssl.checkpoints.hub import ADAPTATION_PLAN_FILE, CONFIG_FILE, is_repo_id
 from nnssl.checkpoints.layout import (
+    DATASET_FILE,
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
     PREVIEWS_FOLDER,
@@ -33,26 +32,32 @@ from nnssl.checkpoints.layout import (
 )
 from nnssl.checkpoints.model_card import PREVIEW_FILE, CardOptions, PretrainingRun, model_card
 from nnssl.errors import NnsslError
-from nnssl.output_folder import check_creatable
+from nnssl.output_folder import check_creatable, first_missing
 
 logger = logging.getLogger(__name__)
 
 MODEL_CARD_FILE = "README.md"
-DATASET_FILE = "dataset.json"
 EXPORTED_KEYS = (WEIGHTS_KEY, ADAPTATION_PLAN_KEY)
 # a licence identifier as the Hub's model cards take it (apache-2.0, mit, cc-by-4.0, other, ...)
 _LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+# a model-card tag that YAML reads as the string written (no '#', ':', quotes or spaces)
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def check_options(output: str, options: CardOptions) -> None:
-    """The cheap checks: output folder new (or empty) and creatable, licence and repository id well formed."""
+    """The cheap checks: output folder new (or empty), its parent creatable and writable (the repository is
+    written next to it, then renamed), licence, tags and repository id well formed."""
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise NnsslError(f"{output}: exists and is not empty; choose a new output folder (nnssl_export writes a "
                          f"whole repository or nothing)")
-    check_creatable(output)
+    check_creatable(os.path.dirname(os.path.abspath(output)))
     if not _LICENSE.fullmatch(options.license):
         raise NnsslError(f"--license {options.license}: not a licence identifier of the Hub; use e.g. apache-2.0, "
                          f"mit, cc-by-4.0 (https://huggingface.co/docs/hub/repositories-licenses)")
+    for tag in options.tags:
+        if not _TAG.fullmatch(tag):
+            raise NnsslError(f"--tag {tag!r}: write a tag with letters, digits, '.', '_', '+' and '-' only, e.g. "
+                             f"mouse-brain")
     if options.repo_id is not None and not is_repo_id(options.repo_id):
         raise NnsslError(f"--repo-id {options.repo_id}: write it as <org>/<repo>, e.g. my-lab/lsm-mae")
 
@@ -92,6 +97,8 @@ def read_run(folder: str, name: str) -> tuple[PretrainingRun, str | None]:
     """The run (for the card) and its last preview's path; one-line errors for anything but a finished
     nnssl_pretrain run folder."""
     _checked_run_folder(folder)
+    from nnssl.checkpoints.files import load_checkpoint  # torch: after the cheap checks
+
     checkpoint = load_checkpoint(folder)
     if not isinstance(checkpoint.get("nnssl_metadata"), dict):
         raise NnsslError(f"{os.path.join(folder, FINAL_CHECKPOINT)}: has no nnssl_metadata, so it was not written "
@@ -123,6 +130,10 @@ def repository_config(run: PretrainingRun, plan: dict) -> dict:
 
 def _write_repository(folder: str, run: PretrainingRun, preview: str | None, options: CardOptions,
                       source: str) -> None:
+    import torch
+
+    from nnssl.checkpoints.files import save_atomic
+
     checkpoint = exported_checkpoint(run.checkpoint)
     save_atomic(checkpoint, os.path.join(folder, FINAL_CHECKPOINT))
     loaded = torch.load(os.path.join(folder, FINAL_CHECKPOINT), map_location="cpu", weights_only=True)
@@ -159,16 +170,20 @@ def export_run(run_folder: str, output: str, options: CardOptions) -> list[tuple
     name = options.repo_id.split("/")[-1] if options.repo_id else os.path.basename(os.path.abspath(run_folder))
     run, preview = read_run(run_folder, name)
     output = os.path.abspath(output)
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=os.path.dirname(output))
+    parent, staging = os.path.dirname(output), None
+    new_parent = first_missing(parent)  # the outermost folder this export creates: removed again if it fails
     try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
         _write_repository(staging, run, preview, options, run_folder)
         _share(staging)
         if os.path.isdir(output):
             os.rmdir(output)  # empty (checked above)
         os.rename(staging, output)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for folder in (staging, new_parent):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         raise
     files = sorted(os.listdir(output))
     logger.debug("exported %s to %s: %s", run_folder, output, ", ".join(files))

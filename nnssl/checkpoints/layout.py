@@ -16,6 +16,9 @@ LATEST_CHECKPOINT = "checkpoint_latest.pth"
 RUN_FILE = "nnssl_run.json"
 PROGRESS_FIGURE = "progress.png"
 PREVIEWS_FOLDER = "previews"
+# the plans and dataset.json the run trained with, named as in nnU-Net's own training folders
+PLANS_FILE = "plans.json"
+DATASET_FILE = "dataset.json"
 _PREVIEW = re.compile(r"epoch_(\d{4,})\.png")
 PRETRAIN_FOLDER_PREFIX = "nnsslPretrain_"
 

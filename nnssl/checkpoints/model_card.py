@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, WEIGHTS_KEY
-from nnssl.checkpoints.files import tensor_identity
 from nnssl.checkpoints.hub import ADAPTATION_PLAN_FILE, CONFIG_FILE, HUB_URL
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, PROGRESS_FIGURE
 
@@ -75,6 +74,8 @@ def _yaml_header(run: PretrainingRun, options: CardOptions) -> list[str]:
 def unique_parameters(weights: Mapping[str, torch.Tensor], prefixes: Sequence[str] = ()) -> int:
     """Elements of the distinct tensors of a state dict (aliases such as ``decoder.encoder.*`` share storage
     and count once); with ``prefixes``, only tensors one of whose keys lies under one of them."""
+    from nnssl.checkpoints.files import tensor_identity  # torch: not for nnssl_export's argument checks
+
     found: dict[tuple, tuple[int, bool]] = {}
     for key, tensor in weights.items():
         identity, inside = tensor_identity(tensor), any(key == p or key.startswith(p + ".") for p in prefixes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnssl.checkpoints.export import export_run
 from nnssl.checkpoints.model_card import BASE_TAGS, PLACEHOLDER_REPO, CardOptions
 from nnssl.cli.common import run_cli, setup_logging
 
@@ -43,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        from nnssl.checkpoints.export import export_run  # torch: after the arguments are parsed
-
         options = CardOptions(license=args.license, repo_id=args.repo_id, list_cases=args.list_cases,
                               tags=args.tag)
         files = export_run(args.input, args.output, options)

@@ -319,6 +319,11 @@ def test_export_refuses_bad_options_and_a_used_output_folder(bare, flow2_run, tm
                           tool="nnssl_export")
     assert_one_line_error(export(bare, flow2_run, out, "--license", "mit", "--repo-id", "lsm-mae"),
                           "--repo-id lsm-mae: write it as <org>/<repo>", tool="nnssl_export")
+    assert_one_line_error(export(bare, flow2_run, out, "--license", "mit", "--repo-id", "my-lab/lsm--mae"),
+                          "--repo-id my-lab/lsm--mae: write it as <org>/<repo>", tool="nnssl_export")
+    for tag in ("#private", "organ: brain"):  # YAML would read a comment, a mapping
+        assert_one_line_error(export(bare, flow2_run, out, "--license", "mit", "--tag", tag),
+                              f"--tag {tag!r}: write a tag with letters, digits", tool="nnssl_export")
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")

@@ -9,6 +9,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnssl import distributed
 from nnssl.atomic_files import write_json_atomic
+from nnssl.checkpoints.layout import DATASET_FILE, PLANS_FILE
 from nnssl.errors import NnsslError
 from nnssl.nnunet_adapter import fingerprint, preprocessor, standalone_planning
 from nnssl.nnunet_adapter.plans_and_networks import get_configuration, make_small_configuration, network_total_stride
@@ -87,9 +88,9 @@ def plan_and_preprocess(request: PretrainRequest, cases: list[UnlabeledCase], ou
         dataset_json = load_json(os.path.join(dataset_folder, "dataset.json"))
         data_root = dataset_folder
         get_configuration(plans, request.configuration, os.path.join(dataset_folder, request.plans_name + ".json"))
-    elif request.continue_run and os.path.isfile(os.path.join(out, "plans.json")):
+    elif request.continue_run and os.path.isfile(os.path.join(out, PLANS_FILE)):
         # a resumed standalone run keeps the plans it started with
-        plans, dataset_json = load_json(os.path.join(out, "plans.json")), load_json(os.path.join(out, "dataset.json"))
+        plans, dataset_json = load_json(os.path.join(out, PLANS_FILE)), load_json(os.path.join(out, DATASET_FILE))
         data_root = standalone_planning.PlanningWorkspace(out).preprocessed_dataset
     else:
         os.makedirs(out, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from nnssl import distributed
 from nnssl.atomic_files import write_json_atomic
 from nnssl.checkpoints.files import remove_stale_temporaries
-from nnssl.checkpoints.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from nnssl.checkpoints.layout import DATASET_FILE, FINAL_CHECKPOINT, LATEST_CHECKPOINT, PLANS_FILE
 from nnssl.errors import NnsslError
 from nnssl.output_folder import OutputLock
 from nnssl.pretraining.engine import run_folder
@@ -118,8 +118,8 @@ def pretrain(request: PretrainRequest, data: PretrainData, out: str) -> str:
         handler = add_file_log(out)
     try:
         if main:
-            write_json_atomic(os.path.join(out, "plans.json"), data.plans, indent=4)
-            write_json_atomic(os.path.join(out, "dataset.json"), data.dataset_json, indent=4)
+            write_json_atomic(os.path.join(out, PLANS_FILE), data.plans, indent=4)
+            write_json_atomic(os.path.join(out, DATASET_FILE), data.dataset_json, indent=4)
         device = _device(request.device)
         if main:
             run_folder.record_session(out, session_record(device, distributed.world_size()))
