@@ -34,6 +34,12 @@ def check_name_part(flag: str, name: str) -> None:
         raise NnsslError(f"{flag} {name}: use letters, digits, '-', '.' and single '_' only (it becomes a file name)")
 
 
+def name_part_from(text: str, default: str) -> str:
+    """``text`` as a name ``check_name_part`` accepts: each run of other characters becomes one '_', and the ends
+    are trimmed to a letter or digit; ``default`` when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_.-") or default
+
+
 def optional_nnunet_folder(variable: str) -> str | None:
     """The folder in ``variable``, or None when it is not set (for uses that work without it)."""
     return os.environ.get(variable) or None

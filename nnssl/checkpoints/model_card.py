@@ -7,7 +7,6 @@ Facts a run did not record (runs made before nnssl recorded images and hardware)
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from nnssl.checkpoints.adaptation_plan import ADAPTATION_PLAN_KEY, WEIGHTS_KEY
 from nnssl.checkpoints.hub import ADAPTATION_PLAN_FILE, CONFIG_FILE, HUB_URL
 from nnssl.checkpoints.layout import FINAL_CHECKPOINT, PROGRESS_FIGURE
+from nnssl.nnunet_folders import name_part_from
 
 if TYPE_CHECKING:
     import torch
@@ -107,8 +107,8 @@ def _summary(run: PretrainingRun) -> list[str]:
 
 def _usage(run: PretrainingRun, options: CardOptions) -> list[str]:
     repo = options.repo_id or PLACEHOLDER_REPO
-    # the plans name part: the card's name in the letters a plans name allows (nnssl_plan_like_pretrained -n)
-    url, name = HUB_URL + repo, re.sub(r"[^A-Za-z0-9.-]+", "_", run.name).strip("_.-") or "pretrained"
+    # the plans name part (nnssl_plan_like_pretrained -n): the card's name in the letters a plans name allows
+    url, name = HUB_URL + repo, name_part_from(run.name, "pretrained")
     spacing = "_".join(f"{s:.2f}" for s in run.meta["spacing"])
     return ["## Fine-tune it", "", "With nnU-Net 2.8 and nnssl (the download goes to "
             "`$nnssl_pretrained_models/" + repo.replace("/", "_") + "`; `HF_HUB_OFFLINE=1` uses what is there):",

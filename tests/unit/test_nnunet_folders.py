@@ -6,7 +6,14 @@ import pytest
 
 import nnssl
 from nnssl.errors import NnsslError
-from nnssl.nnunet_folders import PREPROCESSED_ENV, RAW_ENV, RESULTS_ENV, check_name_part, nnunet_folder
+from nnssl.nnunet_folders import (
+    PREPROCESSED_ENV,
+    RAW_ENV,
+    RESULTS_ENV,
+    check_name_part,
+    name_part_from,
+    nnunet_folder,
+)
 from tests.unit.test_import_rules import PACKAGE
 
 
@@ -45,3 +52,12 @@ def test_name_parts_that_nnunet_folder_names_allow(name):
 def test_name_parts_refused_with_the_flag_named(name):
     with pytest.raises(NnsslError, match=f"^-n {name}: use letters, digits"):
         check_name_part("-n", name)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("nnssl-demo-mae", "nnssl-demo-mae"), ("my lab's MAE (v2)", "my_lab_s_MAE_v2"), ("a__b", "a_b"),
+    ("_lsm.", "lsm"), ("..--__", "pretrained"),
+])
+def test_names_made_from_any_text_pass_the_name_rule(text, expected):
+    assert name_part_from(text, "pretrained") == expected
+    check_name_part("-n", expected)
